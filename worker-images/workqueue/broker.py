@@ -1,0 +1,147 @@
+"""The queue interface the seeder and the workers use; brokers/ holds the Redis and RabbitMQ ones.
+
+A Broker owns the connection settings and the queue-wide operations (seed, status). A Consumer
+belongs to one worker: it leases items, keeps their leases alive, and settles each one exactly once
+with ack (done), fail (retry or dead-letter) or release (given back unstarted).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .message import Item
+
+
+@dataclass(frozen=True)
+class SeedState:
+    """How far seeding got: ``cursor`` tasks written, ``complete`` once the marker is set."""
+
+    cursor: int = 0
+    fingerprint: str | None = None
+    total: int | None = None
+    complete: bool = False
+
+
+@dataclass(frozen=True)
+class Status:
+    """Queue-wide counts. ``leased`` items are held by live (or not yet reaped) workers."""
+
+    seeded: bool
+    total: int | None
+    pending: int
+    leased: int
+    done: int
+    dead: int
+    retried: int = 0
+
+    @property
+    def drained(self) -> bool:
+        """True once seeding is complete and every item is done or dead."""
+        return self.seeded and self.pending == 0 and self.leased == 0
+
+
+@dataclass(frozen=True)
+class DeadItem:
+    """A dead-lettered item with the reason it failed last."""
+
+    id: str
+    payload: str
+    attempts: int
+    error: str
+
+
+class Outcome(StrEnum):
+    """What settling an item did."""
+
+    DONE = "done"
+    RETRY = "retry"
+    DEAD = "dead"
+    LOST = "lost"
+    """The lease had expired and the item went to someone else; our result was discarded."""
+
+
+@dataclass
+class Delivery:
+    """An item leased to this worker, with the broker's handle for settling it."""
+
+    item: Item
+    handle: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """The answer to Consumer.fetch: items, or none with ``drained`` telling whether to stop."""
+
+    deliveries: Sequence[Delivery] = ()
+    drained: bool = False
+
+
+class Consumer(ABC):
+    """One worker's view of the queue."""
+
+    @abstractmethod
+    def fetch(self, count: int) -> Fetch:
+        """Lease up to ``count`` items without blocking for long."""
+
+    @abstractmethod
+    def ack(self, delivery: Delivery) -> Outcome:
+        """Record the item as done (DONE), unless our lease was lost (LOST)."""
+
+    @abstractmethod
+    def fail(self, delivery: Delivery, error: str, max_attempts: int) -> Outcome:
+        """Retry the item (RETRY) or dead-letter it after ``max_attempts`` runs (DEAD)."""
+
+    @abstractmethod
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back items that were never started, without counting an attempt."""
+
+    @abstractmethod
+    def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
+        """Renew the leases of items being worked on; called every heartbeat."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection; unsettled items return to the queue."""
+
+
+class Broker(ABC):
+    """A queue named ``queue`` on one server."""
+
+    queue: str
+
+    @abstractmethod
+    def seed_state(self) -> SeedState:
+        """Where seeding stands."""
+
+    @abstractmethod
+    def seed_batch(self, state: SeedState, payloads: Sequence[str]) -> SeedState:
+        """Append payloads with ids from ``state.cursor`` on, atomically with the new cursor."""
+
+    @abstractmethod
+    def mark_seeded(self, state: SeedState) -> SeedState:
+        """Set the seeded marker; workers may only call the queue drained after this."""
+
+    @abstractmethod
+    def consumer(self, worker_id: str, prefetch: int, lease_seconds: float,
+                 max_attempts: int) -> Consumer:
+        """A consumer for one worker."""
+
+    @abstractmethod
+    def status(self) -> Status:
+        """Queue-wide counts."""
+
+    @abstractmethod
+    def dead_items(self, limit: int) -> list[DeadItem]:
+        """Up to ``limit`` dead-lettered items, oldest first."""
+
+    @abstractmethod
+    def purge(self) -> None:
+        """Delete every key or queue of this queue name."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close connections."""

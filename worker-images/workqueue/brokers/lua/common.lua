@@ -1,0 +1,45 @@
+-- Prelude joined in front of every script in this folder (see brokers/redis.py).
+-- KEYS, the same for every script, all in one hash slot ({queue}):
+--   1 state     hash: cursor, fingerprint, total, complete, retried
+--   2 pending   list of ids, FIFO (RPUSH in, LPOP out)
+--   3 leases    sorted set id -> lease expiry (ms, server clock)
+--   4 owners    hash id -> worker id holding the lease
+--   5 attempts  hash id -> runs started
+--   6 items     hash id -> payload, until the item is done or dead
+--   7 errors    hash id -> last error of an item waiting for a retry
+--   8 done      set of ids done
+--   9 dead      hash id -> JSON {payload, error, attempts}
+local state, pending, leases, owners, attempts, items, errors, done, dead =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+
+-- The server's clock, in ms: every pod compares leases against one clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function owned_by(id, worker)
+  return redis.call('HGET', owners, id) == worker
+end
+
+local function unlease(id)
+  redis.call('ZREM', leases, id)
+  redis.call('HDEL', owners, id)
+end
+
+-- After a failed run: dead-letter once max_attempts runs have started, else queue it again.
+local function retry_or_bury(id, err, max_attempts)
+  local runs = tonumber(redis.call('HGET', attempts, id) or '0')
+  if runs >= max_attempts then
+    local payload = redis.call('HGET', items, id)
+    redis.call('HSET', dead, id, cjson.encode({payload = payload, error = err, attempts = runs}))
+    redis.call('HDEL', items, id)
+    redis.call('HDEL', attempts, id)
+    redis.call('HDEL', errors, id)
+    return 'dead'
+  end
+  redis.call('HSET', errors, id, err)
+  redis.call('RPUSH', pending, id)
+  redis.call('HINCRBY', state, 'retried', 1)
+  return 'retry'
+end

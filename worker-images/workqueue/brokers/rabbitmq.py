@@ -1,0 +1,363 @@
+"""RabbitMQ broker.
+
+Queues, all durable, named ``wq.<queue>.<role>``:
+  tasks    quorum queue of items (persistent messages); consumers use prefetch and manual ack
+  done     one receipt per item done      dead     dead-lettered items with their last error
+  retries  one receipt per retry          seed     one message: the seeding cursor
+  seeded   one message once seeding is complete: {total, fingerprint}
+
+Settling an item publishes its receipt and acks the delivery in one AMQP transaction, so each item
+leaves exactly one receipt (done or dead). That makes "drained" exact: done + dead == total. A
+retry republishes the item with its attempt count in a header; a worker that dies mid-item drops
+its connection and the server redelivers (x-delivery-count counts those runs), so there is no
+lease to reap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+import pika
+import pika.exceptions as amqp
+
+from ..broker import Broker, Consumer, DeadItem, Delivery, Fetch, Outcome, SeedState, Status
+from ..errors import BrokerAuthError, ConnectionLost, WorkqueueError
+from ..message import Item, MalformedItem, decode, encode, item_id
+from .connect import retry_until
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PERSISTENT = pika.DeliveryMode.Persistent
+ATTEMPT_HEADER = "x-wq-attempt"
+ERROR_HEADER = "x-wq-error"
+SAFETY_DELIVERY_LIMIT = 1000
+"""Server-side cap on redeliveries, above any maxAttempts; RabbitMQ 4 drops at 20 by default."""
+_RECOVERABLE = (amqp.AMQPConnectionError, amqp.AMQPChannelError, amqp.StreamLostError,
+                amqp.ConnectionWrongStateError, amqp.ChannelWrongStateError)
+
+
+class RabbitMQBroker(Broker):
+    """A queue made of five RabbitMQ queues (see the module docstring)."""
+
+    def __init__(self, url: str, queue: str, password: str | None = None,
+                 connect_timeout: float = 300.0, heartbeat_seconds: int = 30) -> None:
+        self.queue = queue
+        self.names = {role: f"wq.{queue}.{role}"
+                      for role in ("tasks", "done", "dead", "retries", "seed", "seeded")}
+        self.params = _parameters(url, password, heartbeat_seconds)
+        self.server = f"rabbitmq at {self.params.host}:{self.params.port}"
+        self.connect_timeout = connect_timeout
+        self.connection = self.open_connection()
+        self.channel = self.connection.channel()
+        self._seed_channel: pika.adapters.blocking_connection.BlockingChannel | None = None
+        self._seed_tag: int | None = None
+        self._declare(self.channel)
+
+    def open_connection(self) -> pika.BlockingConnection:
+        """A new connection, retried until the connect timeout."""
+        def attempt() -> pika.BlockingConnection:
+            try:
+                return pika.BlockingConnection(self.params)
+            except (amqp.ProbableAuthenticationError, amqp.AuthenticationError) as exc:
+                raise BrokerAuthError(
+                    f"{self.server} refused user {self.params.credentials.username!r}: check "
+                    "WORKQUEUE_BROKER_PASSWORD (in the chart, the broker Secret)"
+                ) from exc
+            except amqp.ProbableAccessDeniedError as exc:
+                raise BrokerAuthError(
+                    f"{self.server} denied access to vhost {self.params.virtual_host!r}: grant "
+                    "the user permissions there or fix the vhost in the URL"
+                ) from exc
+
+        return retry_until(attempt, self.connect_timeout, self.server,
+                           transient=(amqp.AMQPConnectionError,))
+
+    def _declare(self, channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
+        channel.queue_declare(self.names["tasks"], durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": SAFETY_DELIVERY_LIMIT,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.names["dead"],
+        })
+        for role in ("done", "dead", "retries", "seed", "seeded"):
+            channel.queue_declare(self.names[role], durable=True)
+
+    def count(self, role: str) -> int:
+        """Ready messages in one of the queues."""
+        return self.channel.queue_declare(self.names[role], passive=True).method.message_count
+
+    def peek(self, role: str) -> dict | None:
+        """The first message of a queue, left in place."""
+        method, _props, body = self.channel.basic_get(self.names[role])
+        if method is None:
+            return None
+        self.channel.basic_nack(method.delivery_tag, requeue=True)
+        return json.loads(body)
+
+    def seed_state(self) -> SeedState:
+        self._seed_channel = self._seed_channel or self._open_seed_channel()
+        method, _props, body = self._seed_channel.basic_get(self.names["seed"])
+        self._seed_tag = method.delivery_tag if method else None
+        raw = json.loads(body) if method else {}
+        return SeedState(
+            cursor=int(raw.get("cursor", 0)), fingerprint=raw.get("fingerprint"),
+            total=raw.get("total"), complete=bool(raw.get("complete")),
+        )
+
+    def _open_seed_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
+        channel = self.connection.channel()
+        try:
+            # Held for the seeder's lifetime: a second seeder fails here instead of racing us.
+            channel.queue_declare(f"wq.{self.queue}.seed-lock", exclusive=True)
+        except amqp.ChannelClosedByBroker as exc:
+            raise WorkqueueError(
+                f"another seeder is writing queue {self.queue!r}; run one seeder at a time"
+            ) from exc
+        channel.tx_select()
+        return channel
+
+    def seed_batch(self, state: SeedState, payloads: Sequence[str]) -> SeedState:
+        channel = self._seed_channel or self._open_seed_channel()
+        for offset, payload in enumerate(payloads):
+            channel.basic_publish("", self.names["tasks"],
+                                  encode(item_id(state.cursor + offset), payload),
+                                  pika.BasicProperties(delivery_mode=PERSISTENT))
+        return self._commit_seed_state(
+            SeedState(state.cursor + len(payloads), state.fingerprint, state.total))
+
+    def mark_seeded(self, state: SeedState) -> SeedState:
+        return self._commit_seed_state(
+            SeedState(state.cursor, state.fingerprint, state.total, complete=True))
+
+    def _commit_seed_state(self, state: SeedState) -> SeedState:
+        """Swap the cursor message for ``state`` in the same transaction as the batch."""
+        channel = self._seed_channel or self._open_seed_channel()
+        self._seed_channel = channel
+        body = json.dumps({"cursor": state.cursor, "fingerprint": state.fingerprint,
+                           "total": state.total, "complete": state.complete})
+        channel.basic_publish("", self.names["seed"], body,
+                              pika.BasicProperties(delivery_mode=PERSISTENT))
+        if self._seed_tag is not None:
+            channel.basic_ack(self._seed_tag)
+        if state.complete:
+            channel.basic_publish("", self.names["seeded"],
+                                  json.dumps({"total": state.total,
+                                              "fingerprint": state.fingerprint}),
+                                  pika.BasicProperties(delivery_mode=PERSISTENT))
+        channel.tx_commit()
+        method, _props, _body = channel.basic_get(self.names["seed"])
+        self._seed_tag = method.delivery_tag if method else None
+        return state
+
+    def consumer(self, worker_id: str, prefetch: int, lease_seconds: float,
+                 max_attempts: int) -> Consumer:
+        return _RabbitConsumer(self, worker_id, prefetch, max_attempts)
+
+    def status(self) -> Status:
+        marker = self.peek("seeded")
+        pending, done, dead = self.count("tasks"), self.count("done"), self.count("dead")
+        total = marker["total"] if marker else None
+        leased = max(total - pending - done - dead, 0) if total is not None else 0
+        return Status(seeded=marker is not None, total=total, pending=pending, leased=leased,
+                      done=done, dead=dead, retried=self.count("retries"))
+
+    def dead_items(self, limit: int) -> list[DeadItem]:
+        channel = self.connection.channel()
+        found = []
+        try:
+            while len(found) < limit:
+                method, props, body = channel.basic_get(self.names["dead"])
+                if method is None:
+                    break
+                found.append(_dead_item(props, body))
+        finally:
+            channel.close()
+        return found
+
+    def purge(self) -> None:
+        for name in self.names.values():
+            self.channel.queue_delete(name)
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+def _dead_item(props: pika.BasicProperties, body: bytes) -> DeadItem:
+    """A dead letter, whether we wrote it or the server's delivery limit did."""
+    data = json.loads(body)
+    if "error" in data:
+        return DeadItem(data["id"], data["payload"], data["attempts"], data["error"])
+    headers = props.headers or {}
+    return DeadItem(data["id"], data["payload"], _attempt(headers),
+                    "redelivery limit reached: its workers kept dying while running it")
+
+
+def _attempt(headers: dict) -> int:
+    """Runs of an item so far, this one included."""
+    return int(headers.get(ATTEMPT_HEADER, 1)) + int(headers.get("x-delivery-count", 0))
+
+
+def _parameters(url: str, password: str | None, heartbeat: int) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    if password:
+        user = unquote(urlsplit(url).username or "guest")
+        params.credentials = pika.PlainCredentials(user, password)
+    params.heartbeat = heartbeat
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.blocked_connection_timeout = 60
+    return params
+
+
+class _RabbitConsumer(Consumer):
+    """Consumes with prefetch on a transactional channel; reconnects when the link drops."""
+
+    def __init__(self, broker: RabbitMQBroker, worker_id: str, prefetch: int,
+                 max_attempts: int) -> None:
+        self.broker = broker
+        self.worker = worker_id
+        self.prefetch = prefetch
+        self.max_attempts = max_attempts
+        self.total: int | None = None
+        self.buffer: deque[tuple[int, pika.BasicProperties, bytes]] = deque()
+        self._open()
+
+    def _open(self) -> None:
+        self.connection = self.broker.open_connection()
+        self.channel = self.connection.channel()
+        self.channel.basic_qos(prefetch_count=self.prefetch)
+        self.channel.tx_select()
+        self.buffer.clear()
+        self.channel.basic_consume(self.broker.names["tasks"], self._on_message)
+
+    def _on_message(self, _channel: object, method: object, props: pika.BasicProperties,
+                    body: bytes) -> None:
+        self.buffer.append((method.delivery_tag, props, body))  # type: ignore[attr-defined]
+
+    def _reconnect(self, exc: BaseException) -> None:
+        log.warning("lost %s (%s); reconnecting. Items held on that connection go back to the "
+                    "queue and will be redelivered.", self.broker.server, exc)
+        # The connection is already broken; closing it is best effort.
+        with contextlib.suppress(Exception):
+            self.connection.close()
+        self._open()
+
+    def _settle(self, action: Callable[[], T]) -> T:
+        """Run one transactional settle; a dropped link means the item will come back."""
+        try:
+            return action()
+        except _RECOVERABLE as exc:
+            self._reconnect(exc)
+            raise ConnectionLost(f"connection to {self.broker.server} dropped") from exc
+
+    def fetch(self, count: int) -> Fetch:
+        try:
+            if not self.buffer:
+                self.connection.process_data_events(time_limit=0.2)
+            taken = []
+            while self.buffer and len(taken) < count:
+                delivery = self._decode(self.buffer.popleft())
+                if delivery is not None:
+                    taken.append(delivery)
+            if taken:
+                return Fetch(taken)
+            return Fetch(drained=self._drained())
+        except _RECOVERABLE as exc:
+            self._reconnect(exc)
+            return Fetch()
+
+    def _decode(self, raw: tuple[int, pika.BasicProperties, bytes]) -> Delivery | None:
+        tag, props, body = raw
+        attempt = _attempt(props.headers or {})
+        try:
+            item_id_, payload = decode(body)
+        except MalformedItem as exc:
+            self._bury(tag, {"id": "?", "payload": body.decode("utf-8", "replace")}, str(exc), 1)
+            log.error("%s; moved it to the dead letters", exc)
+            return None
+        if attempt > self.max_attempts:
+            self._bury(tag, {"id": item_id_, "payload": payload},
+                       "its worker died or disconnected during every run", attempt - 1)
+            return None
+        return Delivery(Item(item_id_, payload, attempt), tag)
+
+    def _drained(self) -> bool:
+        if self.total is None:
+            marker = self.broker.peek("seeded")
+            self.total = marker["total"] if marker else None
+        if self.total is None:
+            return False
+        resolved = self.broker.count("done") + self.broker.count("dead")
+        return resolved >= self.total
+
+    def ack(self, delivery: Delivery) -> Outcome:
+        def action() -> Outcome:
+            self.channel.basic_publish("", self.broker.names["done"], delivery.item.id,
+                                       pika.BasicProperties(delivery_mode=PERSISTENT))
+            self.channel.basic_ack(delivery.handle)
+            self.channel.tx_commit()
+            return Outcome.DONE
+
+        return self._settle(action)
+
+    def fail(self, delivery: Delivery, error: str, max_attempts: int) -> Outcome:
+        item = delivery.item
+        if item.attempt >= max_attempts:
+            self._settle(lambda: self._bury(delivery.handle, {"id": item.id,
+                                                              "payload": item.payload},
+                                            error, item.attempt))
+            return Outcome.DEAD
+
+        def action() -> Outcome:
+            headers = {ATTEMPT_HEADER: item.attempt + 1, ERROR_HEADER: error[:1000]}
+            self.channel.basic_publish("", self.broker.names["tasks"],
+                                       encode(item.id, item.payload),
+                                       pika.BasicProperties(delivery_mode=PERSISTENT,
+                                                            headers=headers))
+            self.channel.basic_publish("", self.broker.names["retries"], item.id,
+                                       pika.BasicProperties(delivery_mode=PERSISTENT))
+            self.channel.basic_ack(delivery.handle)
+            self.channel.tx_commit()
+            return Outcome.RETRY
+
+        return self._settle(action)
+
+    def _bury(self, tag: int, body: dict, error: str, attempts: int) -> None:
+        self.channel.basic_publish("", self.broker.names["dead"],
+                                   json.dumps({**body, "error": error, "attempts": attempts}),
+                                   pika.BasicProperties(delivery_mode=PERSISTENT))
+        self.channel.basic_ack(tag)
+        self.channel.tx_commit()
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        def action() -> None:
+            for delivery in deliveries:
+                self.channel.basic_nack(delivery.handle, requeue=True)
+            self.channel.tx_commit()
+
+        if deliveries:
+            try:
+                self._settle(action)
+            except ConnectionLost:
+                log.info("released items return to the queue with the dropped connection")
+
+    def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
+        try:
+            self.connection.process_data_events(time_limit=0)
+        except _RECOVERABLE as exc:
+            self._reconnect(exc)
+
+    def close(self) -> None:
+        try:
+            if self.connection.is_open:
+                self.connection.close()
+        except _RECOVERABLE:
+            log.debug("connection already closed")

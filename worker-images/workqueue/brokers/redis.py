@@ -1,0 +1,178 @@
+"""Redis broker: every queue move is one Lua script (lua/*.lua), so each is atomic."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from importlib import resources
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from ..broker import Broker, Consumer, DeadItem, Delivery, Fetch, Outcome, SeedState, Status
+from ..errors import BrokerAuthError, SeedConflict, WorkqueueError
+from ..message import Item, item_id
+from .connect import retry_until
+
+log = logging.getLogger(__name__)
+
+_LUA = resources.files(__package__) / "lua"
+_PRELUDE = (_LUA / "common.lua").read_text()
+_SCRIPTS = ("enqueue", "fetch", "ack", "nack", "release", "extend")
+_KEY_NAMES = ("state", "pending", "leases", "owners", "attempts", "items", "errors", "done", "dead")
+
+
+def _server_name(url: str) -> str:
+    parts = urlsplit(url)
+    return f"redis at {parts.hostname}:{parts.port or 6379}"
+
+
+class RedisBroker(Broker):
+    """A queue kept in nine keys sharing the hash tag ``{queue}``."""
+
+    def __init__(self, url: str, queue: str, password: str | None = None,
+                 connect_timeout: float = 300.0) -> None:
+        self.queue = queue
+        self.server = _server_name(url)
+        # The client's own retry covers short outages mid-run (broker restart, failover).
+        self.client = redis.Redis.from_url(
+            url, password=password or None, decode_responses=True, socket_connect_timeout=5,
+            socket_timeout=30, health_check_interval=15,
+            retry=Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=40),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+        self.keys = [f"wq:{{{queue}}}:{name}" for name in _KEY_NAMES]
+        self._key = dict(zip(_KEY_NAMES, self.keys, strict=True))
+        self._scripts = {
+            name: self.client.register_script(_PRELUDE + (_LUA / f"{name}.lua").read_text())
+            for name in _SCRIPTS
+        }
+        retry_until(self._ping, connect_timeout, self.server)
+
+    def _ping(self) -> None:
+        try:
+            self.client.ping()
+        except redis.AuthenticationError as exc:
+            raise BrokerAuthError(
+                f"{self.server} refused the password: check WORKQUEUE_BROKER_PASSWORD "
+                "(in the chart, the broker Secret)"
+            ) from exc
+        except redis.ResponseError as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                raise BrokerAuthError(
+                    f"{self.server} wants a password: set WORKQUEUE_BROKER_PASSWORD"
+                ) from exc
+            raise
+
+    def run(self, script: str, *args: object) -> object:
+        """Run one of the Lua scripts with the queue's keys."""
+        return self._scripts[script](keys=self.keys, args=list(args))
+
+    def seed_state(self) -> SeedState:
+        raw = self.client.hgetall(self._key["state"])
+        return SeedState(
+            cursor=int(raw.get("cursor", 0)),
+            fingerprint=raw.get("fingerprint"),
+            total=int(raw["total"]) if "total" in raw else None,
+            complete=raw.get("complete") == "1",
+        )
+
+    def seed_batch(self, state: SeedState, payloads: Sequence[str]) -> SeedState:
+        args: list[object] = [state.cursor, state.fingerprint, state.total]
+        for offset, payload in enumerate(payloads):
+            args += [item_id(state.cursor + offset), payload]
+        try:
+            cursor = int(self.run("enqueue", *args))
+        except redis.ResponseError as exc:
+            if "SEEDCONFLICT" in str(exc):
+                raise SeedConflict(
+                    f"queue {self.queue!r} was already seeded from a different task list: use a "
+                    "new release name (or `workqueue purge`) to run a different list"
+                ) from exc
+            raise WorkqueueError(
+                f"another seeder is writing queue {self.queue!r} ({exc}); run one seeder at a time"
+            ) from exc
+        return SeedState(cursor, state.fingerprint, state.total, complete=False)
+
+    def mark_seeded(self, state: SeedState) -> SeedState:
+        self.client.hset(self._key["state"], "complete", "1")
+        return SeedState(state.cursor, state.fingerprint, state.total, complete=True)
+
+    def consumer(self, worker_id: str, prefetch: int, lease_seconds: float,
+                 max_attempts: int) -> Consumer:
+        return _RedisConsumer(self, worker_id, lease_seconds, max_attempts)
+
+    def status(self) -> Status:
+        k = self._key
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k["state"]).llen(k["pending"]).zcard(k["leases"])
+            pipe.scard(k["done"]).hlen(k["dead"])
+            state, pending, leased, done, dead = pipe.execute()
+        return Status(
+            seeded=state.get("complete") == "1",
+            total=int(state["total"]) if "total" in state else None,
+            pending=pending, leased=leased, done=done, dead=dead,
+            retried=int(state.get("retried", 0)),
+        )
+
+    def dead_items(self, limit: int) -> list[DeadItem]:
+        found = []
+        for item, raw in self.client.hscan_iter(self._key["dead"], count=max(limit, 100)):
+            entry = json.loads(raw)
+            found.append(DeadItem(item, entry["payload"], int(entry["attempts"]), entry["error"]))
+        return sorted(found, key=lambda d: d.id)[:limit]
+
+    def done_ids(self) -> set[str]:
+        """Ids of every item done; for checks and tests."""
+        return set(self.client.sscan_iter(self._key["done"], count=1000))
+
+    def purge(self) -> None:
+        self.client.delete(*self.keys)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _RedisConsumer(Consumer):
+    def __init__(self, broker: RedisBroker, worker_id: str, lease_seconds: float,
+                 max_attempts: int) -> None:
+        self.broker = broker
+        self.worker = worker_id
+        self.lease_ms = int(lease_seconds * 1000)
+        self.max_attempts = max_attempts
+
+    def fetch(self, count: int) -> Fetch:
+        reply = self.broker.run("fetch", self.worker, count, self.lease_ms, self.max_attempts)
+        if reply[0] == "drained":
+            return Fetch(drained=True)
+        if reply[0] == "empty":
+            return Fetch()
+        flat = reply[1]
+        return Fetch([
+            Delivery(Item(flat[i], flat[i + 1], int(flat[i + 2])))
+            for i in range(0, len(flat), 3)
+        ])
+
+    def ack(self, delivery: Delivery) -> Outcome:
+        (ok,) = self.broker.run("ack", self.worker, delivery.item.id)
+        return Outcome.DONE if ok else Outcome.LOST
+
+    def fail(self, delivery: Delivery, error: str, max_attempts: int) -> Outcome:
+        return Outcome(self.broker.run("nack", self.worker, max_attempts, delivery.item.id, error))
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self.broker.run("release", self.worker, *(d.item.id for d in deliveries))
+
+    def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            lost = self.broker.run("extend", self.worker, self.lease_ms,
+                                   *(d.item.id for d in deliveries))
+            for item in lost:
+                log.warning("lease on item %s was lost; another worker may run it too", item)
+
+    def close(self) -> None:
+        """The broker owns the connection; leases left behind expire on their own."""

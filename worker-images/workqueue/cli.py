@@ -1,0 +1,250 @@
+"""`workqueue` command line: seed, work, status, run-local, purge.
+
+Connection settings come from flags or, as in the chart's pods, from the environment:
+WORKQUEUE_BROKER_URL, WORKQUEUE_BROKER_PASSWORD (never a flag: flags show in `ps`),
+WORKQUEUE_QUEUE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from . import defaults
+from .brokers import connect
+from .errors import ConfigError, WorkqueueError
+from .handlers import CommandHandler
+from .local import LocalRun, run_local
+from .progress import dead_report, status_line, verdict
+from .runner import EXIT_DEAD, MODES, Runner, WorkerConfig
+from .seeding import seed
+from .taskfile import FORMATS
+
+EXAMPLES = """\
+examples:
+  workqueue run-local --tasks tasks.txt --parallelism 4 -- sh -c 'echo "Working on $1"' _ {}
+  WORKQUEUE_BROKER_URL=redis://broker:6379/0 workqueue seed --tasks /tasks
+  workqueue work --mode fine --max-attempts 3 -- ./process-one.sh {}
+  workqueue status --watch 5
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small; use 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be above 0")
+    return value
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"WORKQUEUE_{name}") or default
+
+
+def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True) -> None:
+    parser.add_argument("--broker-url", default=_env("BROKER_URL"),
+                        help="redis://HOST:PORT/DB or amqp://USER@HOST:PORT/VHOST "
+                             "(env WORKQUEUE_BROKER_URL); the password comes from "
+                             "WORKQUEUE_BROKER_PASSWORD" + ("" if url_required else
+                             "; without it a private redis-server is started"))
+    parser.add_argument("--queue", default=_env("QUEUE", defaults.QUEUE_NAME),
+                        help="queue name (env WORKQUEUE_QUEUE; default %(default)s)")
+    timeout = _env("CONNECT_TIMEOUT", str(defaults.CONNECT_TIMEOUT_SECONDS))
+    parser.add_argument("--connect-timeout", type=_positive_float, default=float(timeout),
+                        help="seconds to keep retrying an unreachable broker (default %(default)s)")
+
+
+def _worker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=MODES, default=_env("MODE", "fine"),
+                        help="fine: drain the queue; coarse: settle one item and exit "
+                             "(env WORKQUEUE_MODE; default %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int,
+                        default=int(_env("BATCH_SIZE", str(defaults.BATCH_SIZE))),
+                        help="items leased per round trip in fine mode (default %(default)s)")
+    parser.add_argument("--lease-seconds", type=_positive_float,
+                        default=float(_env("LEASE_SECONDS", str(defaults.LEASE_SECONDS))),
+                        help="lease length; renewed by heartbeats (default %(default)s)")
+    parser.add_argument("--max-attempts", type=_positive_int,
+                        default=int(_env("MAX_ATTEMPTS", str(defaults.MAX_ATTEMPTS))),
+                        help="runs of an item before it is dead-lettered (default %(default)s)")
+    parser.add_argument("--grace-seconds", type=_positive_float,
+                        default=float(_env("GRACE_SECONDS", str(defaults.GRACE_SECONDS))),
+                        help="after SIGTERM, time the running item gets (default %(default)s)")
+    parser.add_argument("--on-dead", choices=("fail", "succeed"), default=_env("ON_DEAD", "fail"),
+                        help="exit code once drained with dead-lettered items: fail (3) or "
+                             "succeed (0) (env WORKQUEUE_ON_DEAD; default %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by tests to list the subcommands)."""
+    parser = argparse.ArgumentParser(
+        prog="workqueue", description="Reliable work queues on Redis or RabbitMQ.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("seed", help="write a task list to the queue (idempotent)")
+    _connection_args(p)
+    p.add_argument("--tasks", default=_env("TASKS"),
+                   help="task file, folder of *.jsonl chunks, or - for stdin (env WORKQUEUE_TASKS)")
+    p.add_argument("--format", choices=FORMATS, default="auto",
+                   help="text (one task per line) or jsonl; auto goes by the file name")
+    p.add_argument("--expect-count", type=_positive_int,
+                   default=int(_env("EXPECT_COUNT", "0")) or None,
+                   help="fail unless the source holds exactly this many tasks")
+    p.add_argument("--batch-size", type=_positive_int, default=defaults.SEED_BATCH_SIZE,
+                   help="tasks per atomic write (default %(default)s)")
+
+    p = sub.add_parser("work", help="lease and run items until the queue is drained")
+    _connection_args(p)
+    _worker_args(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                   help="run per item; gets the payload on stdin, in $WORKQUEUE_PAYLOAD and "
+                        "in place of {}")
+
+    p = sub.add_parser("status", help="show queue progress")
+    _connection_args(p)
+    p.add_argument("--watch", type=_positive_float, metavar="SECONDS",
+                   help="print the status every SECONDS until the queue is drained")
+    p.add_argument("--dead", type=_positive_int, metavar="N", help="list up to N dead items")
+    p.add_argument("--require-drained", action="store_true",
+                   help="exit 1 unless drained, 3 if anything was dead-lettered (for helm test)")
+
+    p = sub.add_parser("run-local", help="seed and drain a task file with local processes")
+    _connection_args(p, url_required=False)
+    _worker_args(p)
+    p.add_argument("--tasks", required=True, help="task file (text or .jsonl)")
+    p.add_argument("--parallelism", type=_positive_int, default=2,
+                   help="worker processes at once (default %(default)s)")
+    p.add_argument("--verbose", action="store_true", help="show each worker's log lines")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+
+    p = sub.add_parser("purge", help="delete the queue and all its records")
+    _connection_args(p)
+    p.add_argument("--yes", action="store_true", help="really delete")
+    return parser
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise ConfigError("no command given: put the command to run per task after `--`, "
+                          "e.g. -- sh -c 'echo $WORKQUEUE_PAYLOAD'")
+    return cmd
+
+
+def _open(args: argparse.Namespace):
+    if not args.broker_url:
+        raise ConfigError("no broker given: set WORKQUEUE_BROKER_URL or pass --broker-url")
+    return connect(args.broker_url, args.queue, os.environ.get("WORKQUEUE_BROKER_PASSWORD"),
+                   args.connect_timeout)
+
+
+def _worker_config(args: argparse.Namespace) -> WorkerConfig:
+    return WorkerConfig(mode=args.mode, batch_size=args.batch_size,
+                        lease_seconds=args.lease_seconds, max_attempts=args.max_attempts,
+                        grace_seconds=args.grace_seconds, fail_on_dead=args.on_dead == "fail")
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    if not args.tasks:
+        raise ConfigError("no tasks given: pass --tasks FILE or set WORKQUEUE_TASKS")
+    broker = _open(args)
+    try:
+        seed(broker, args.tasks, args.format, args.batch_size, args.expect_count)
+    finally:
+        broker.close()
+    return 0
+
+
+def cmd_work(args: argparse.Namespace) -> int:
+    handler = CommandHandler(_command(args))
+    broker = _open(args)
+    runner = Runner(broker, handler, _worker_config(args))
+    signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
+    try:
+        return runner.run()
+    finally:
+        broker.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    broker = _open(args)
+    try:
+        status = broker.status()
+        while args.watch and not status.drained:
+            print(status_line(status), flush=True)
+            time.sleep(args.watch)
+            status = broker.status()
+        print(status_line(status))
+        print(verdict(status))
+        if args.dead and status.dead:
+            print(dead_report(broker.dead_items(args.dead)))
+        if args.require_drained:
+            if not status.drained:
+                return 1
+            return EXIT_DEAD if status.dead else 0
+        return 0
+    finally:
+        broker.close()
+
+
+def cmd_run_local(args: argparse.Namespace) -> int:
+    worker_args = ["--batch-size", str(args.batch_size), "--lease-seconds",
+                   str(args.lease_seconds), "--max-attempts", str(args.max_attempts),
+                   "--grace-seconds", str(args.grace_seconds), "--on-dead", args.on_dead]
+    run = LocalRun(tasks=args.tasks, command=_command(args), parallelism=args.parallelism,
+                   mode=args.mode, queue=args.queue, worker_args=worker_args,
+                   fail_on_dead=args.on_dead == "fail", verbose=args.verbose)
+    CommandHandler(run.command)
+    return run_local(run, args.broker_url, os.environ.get("WORKQUEUE_BROKER_PASSWORD"))
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise ConfigError(f"purge deletes queue {args.queue!r} and its results; add --yes")
+    broker = _open(args)
+    try:
+        broker.purge()
+        print(f"purged queue {args.queue!r}")
+    finally:
+        broker.close()
+    return 0
+
+
+COMMANDS = {"seed": cmd_seed, "work": cmd_work, "status": cmd_status,
+            "run-local": cmd_run_local, "purge": cmd_purge}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: one-line errors, never a traceback, for every expected failure."""
+    logging.basicConfig(level=_env("LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except WorkqueueError as exc:
+        print(f"workqueue: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("workqueue: interrupted", file=sys.stderr)
+        return 130

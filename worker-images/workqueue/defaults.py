@@ -1,0 +1,34 @@
+"""Tunables shared by the seeder, the workers and the chart's defaults."""
+
+LEASE_SECONDS = 60.0
+"""How long a leased item stays reserved without a heartbeat, in seconds."""
+
+HEARTBEAT_FRACTION = 3
+"""Heartbeats per lease period: leases are renewed every LEASE_SECONDS / HEARTBEAT_FRACTION s."""
+
+BATCH_SIZE = 1
+"""Items leased per round trip in fine mode (Redis batch, RabbitMQ prefetch)."""
+
+MAX_ATTEMPTS = 3
+"""Runs of one item before it is dead-lettered, counting the first."""
+
+SEED_BATCH_SIZE = 1000
+"""Tasks written to the broker per atomic seeding step."""
+
+POLL_SECONDS = 1.0
+"""Wait between checks while the queue is empty but not drained, in seconds."""
+
+GRACE_SECONDS = 20.0
+"""After SIGTERM, how long the running item may go on before it is stopped and given back, in
+seconds. Keep it below the pod's terminationGracePeriodSeconds (30 by default)."""
+
+CONNECT_TIMEOUT_SECONDS = 300.0
+"""How long to keep retrying an unreachable broker before giving up, in seconds. Pods may start
+before the broker is ready, so this is generous."""
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+"""Largest task payload, in bytes of UTF-8. Larger inputs belong in object storage; pass a
+reference instead."""
+
+QUEUE_NAME = "tasks"
+"""Queue name used when none is given; the chart passes the release's name."""

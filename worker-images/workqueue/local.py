@@ -1,0 +1,209 @@
+"""Running a whole job on this machine: a private redis-server, the real seeder, and N worker
+processes started, restarted and counted the way a Kubernetes Job would."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .broker import Broker
+from .brokers import connect
+from .errors import ConfigError, WorkqueueError
+from .progress import dead_report, status_line, verdict
+from .runner import EXIT_DEAD, EXIT_OK
+
+BACKOFF_LIMIT = 6
+"""Failed worker processes replaced before run-local gives up, as a Job's backoffLimit."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalRedis:
+    """A private redis-server on a free loopback port, with a random password and AOF on."""
+
+    def __init__(self, workdir: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ConfigError("redis-server not found: install it (apt-get install "
+                              "redis-server, brew install redis) or pass --broker-url")
+        self.binary = binary
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="workqueue-redis-")
+        self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.port = free_port()
+        self.password = secrets.token_hex(16)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL without the password (pass ``password`` separately)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> LocalRedis:
+        """Start the server and wait until it answers."""
+        conf = self.dir / "redis.conf"
+        # The password goes in a file, not on the command line where `ps` would show it.
+        conf.write_text(f"requirepass {self.password}\n")
+        self.process = subprocess.Popen(
+            [self.binary, str(conf), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.dir), "--appendonly", "yes", "--save", "",
+             "--protected-mode", "yes", "--logfile", str(self.dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise WorkqueueError(f"redis-server exited at start; see {self.dir}/redis.log")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise WorkqueueError(f"redis-server did not listen on port {self.port} within 20s")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, so AOF is flushed) and wait for it."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """Stop the server abruptly, as a crash would."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def cleanup(self) -> None:
+        """Stop the server and remove its data."""
+        self.stop()
+        if self._tmp:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """What run-local was asked to do."""
+
+    tasks: str
+    command: Sequence[str]
+    parallelism: int
+    mode: str
+    queue: str
+    worker_args: Sequence[str]
+    fail_on_dead: bool
+    verbose: bool = False
+
+
+def run_local(run: LocalRun, broker_url: str | None, password: str | None) -> int:
+    """Seed and drain ``run.tasks`` with worker processes; returns the exit code."""
+    local = None if broker_url else LocalRedis().start()
+    try:
+        url = broker_url or local.url  # type: ignore[union-attr]
+        password = password if broker_url else local.password  # type: ignore[union-attr]
+        if local:
+            print(f"run-local: started a private redis-server on 127.0.0.1:{local.port}")
+        env = {**os.environ, "WORKQUEUE_BROKER_URL": url, "WORKQUEUE_QUEUE": run.queue,
+               "WORKQUEUE_BROKER_PASSWORD": password or "",
+               "WORKQUEUE_LOG_LEVEL": "INFO" if run.verbose else "WARNING"}
+        me = [sys.executable, "-m", "workqueue"]
+        seeded = subprocess.run([*me, "seed", "--tasks", run.tasks], env={
+            **env, "WORKQUEUE_LOG_LEVEL": "INFO"}, check=False)
+        if seeded.returncode != 0:
+            return seeded.returncode
+        worker = [*me, "work", "--mode", run.mode, *run.worker_args, "--", *run.command]
+        broker = connect(url, run.queue, password, connect_timeout=30)
+        try:
+            job = _LocalJob(worker, env, run.parallelism,
+                            completions=broker.status().total if run.mode == "coarse" else None)
+            code = job.run(lambda: print(_progress(broker), flush=True))
+            status = broker.status()
+            print(f"run-local: {verdict(status)}")
+            if status.dead:
+                print(dead_report(broker.dead_items(20)))
+            if code == EXIT_OK and status.drained and status.dead and run.fail_on_dead:
+                return EXIT_DEAD
+            return code
+        finally:
+            broker.close()
+    finally:
+        if local:
+            local.cleanup()
+
+
+def _progress(broker: Broker) -> str:
+    return "run-local: " + status_line(broker.status())
+
+
+class _LocalJob:
+    """Keeps ``parallelism`` worker processes running the way the Job controller does."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], parallelism: int,
+                 completions: int | None) -> None:
+        self.argv, self.env = argv, env
+        self.parallelism, self.completions = parallelism, completions
+        self.running: list[subprocess.Popen[bytes]] = []
+        self.succeeded = self.failed = 0
+
+    def _want_more(self) -> bool:
+        if self.completions is None:
+            return self.succeeded == 0
+        return self.succeeded + len(self.running) < self.completions
+
+    def run(self, report: Callable[[], None], every: float = 2.0) -> int:
+        """Run to the end; returns 0, the first worker's fatal exit code, or 3 (dead items)."""
+        last = 0.0
+        while True:
+            while len(self.running) < self.parallelism and self._want_more():
+                self.running.append(subprocess.Popen(self.argv, env=self.env))
+            for proc in list(self.running):
+                code = proc.poll()
+                if code is None:
+                    continue
+                self.running.remove(proc)
+                if code == EXIT_OK:
+                    self.succeeded += 1
+                elif code == EXIT_DEAD:
+                    self._stop_all()
+                    return EXIT_DEAD
+                else:
+                    self.failed += 1
+                    if self.failed > BACKOFF_LIMIT:
+                        print(f"run-local: {self.failed} worker processes failed (last exit "
+                              f"code {code}); giving up")
+                        self._stop_all()
+                        return code
+            if not self.running and not self._want_more():
+                return EXIT_OK
+            if time.monotonic() - last >= every:
+                report()
+                last = time.monotonic()
+            time.sleep(0.1)
+
+    def _stop_all(self) -> None:
+        for proc in self.running:
+            proc.terminate()
+        for proc in self.running:
+            proc.wait()

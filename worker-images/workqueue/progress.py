@@ -1,0 +1,42 @@
+"""Status lines for people: a progress bar and the counts behind it."""
+
+from __future__ import annotations
+
+from .broker import DeadItem, Status
+
+BAR_WIDTH = 30
+
+
+def status_line(status: Status) -> str:
+    """One line: bar, percent settled, and each count."""
+    total = status.total
+    settled = status.done + status.dead
+    if not status.seeded:
+        head = "seeding" if total else "waiting for the seeder"
+        return f"{head}: {status.pending} pending, {status.leased} leased, {status.done} done"
+    filled = BAR_WIDTH * settled // total if total else BAR_WIDTH
+    bar = "#" * filled + "." * (BAR_WIDTH - filled)
+    percent = 100 * settled // total if total else 100
+    return (f"[{bar}] {percent:3d}% {settled}/{total} settled: done {status.done}, "
+            f"dead {status.dead}, pending {status.pending}, leased {status.leased}, "
+            f"retries {status.retried}")
+
+
+def verdict(status: Status) -> str:
+    """The final answer a person wants: finished or not, and whether anything failed."""
+    if not status.drained:
+        return "not finished: " + status_line(status)
+    if status.dead:
+        return (f"finished with failures: {status.done} done, {status.dead} dead-lettered "
+                f"(of {status.total}); `workqueue status --dead 20` lists them")
+    return f"finished: all {status.done} tasks done"
+
+
+def dead_report(items: list[DeadItem]) -> str:
+    """One line per dead item: id, attempts, payload (shortened) and the last error."""
+    lines = []
+    for item in items:
+        payload = item.payload if len(item.payload) <= 60 else item.payload[:57] + "..."
+        lines.append(f"  {item.id}  attempts={item.attempts}  payload={payload!r}  "
+                     f"error={item.error}")
+    return "\n".join(lines)

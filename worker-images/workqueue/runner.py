@@ -1,0 +1,182 @@
+"""The consume loop of one worker: lease, run, settle, until the queue is drained."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .broker import Broker, Consumer, Delivery, Outcome
+from .defaults import (
+    BATCH_SIZE,
+    GRACE_SECONDS,
+    HEARTBEAT_FRACTION,
+    LEASE_SECONDS,
+    MAX_ATTEMPTS,
+    POLL_SECONDS,
+)
+from .errors import ConnectionLost
+from .handlers import Handler
+from .heartbeat import run_with_heartbeat
+
+log = logging.getLogger(__name__)
+
+MODES = ("fine", "coarse")
+EXIT_OK = 0
+EXIT_DEAD = 3
+"""The queue finished with dead-lettered items and the policy says to fail (the chart's
+podFailurePolicy turns this exit code into a failed Job at once)."""
+EXIT_STOPPED = 143
+"""Stopped by SIGTERM before the queue was drained: never 0, or a Job would count a success."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker consumes. ``coarse`` settles exactly one item, then exits."""
+
+    mode: str = "fine"
+    batch_size: int = BATCH_SIZE
+    lease_seconds: float = LEASE_SECONDS
+    max_attempts: int = MAX_ATTEMPTS
+    grace_seconds: float = GRACE_SECONDS
+    fail_on_dead: bool = True
+    poll_seconds: float = POLL_SECONDS
+
+
+@dataclass
+class Tally:
+    """What this worker did."""
+
+    done: int = 0
+    retried: int = 0
+    dead: int = 0
+    lost: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        attr = {Outcome.DONE: "done", Outcome.RETRY: "retried", Outcome.DEAD: "dead",
+                Outcome.LOST: "lost"}[outcome]
+        setattr(self, attr, getattr(self, attr) + 1)
+
+    @property
+    def settled(self) -> int:
+        return self.done + self.dead
+
+
+def new_worker_id() -> str:
+    """Unique per process: the pod name (hostname) plus pid plus a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Runner:
+    """Consumes ``broker``'s queue with ``handler`` until drained (fine) or one item (coarse)."""
+
+    def __init__(self, broker: Broker, handler: Handler, config: WorkerConfig,
+                 worker_id: str | None = None) -> None:
+        self.broker = broker
+        self.handler = handler
+        self.config = config
+        self.worker_id = worker_id or new_worker_id()
+        self.tally = Tally()
+        self._stop = threading.Event()
+        self._stop_deadline: float | None = None
+
+    def request_stop(self) -> None:
+        """Stop taking work; the running item gets ``grace_seconds`` to finish. Signal-safe."""
+        if not self._stop.is_set():
+            self._stop_deadline = time.monotonic() + self.config.grace_seconds
+            self._stop.set()
+
+    def run(self) -> int:
+        """Work until done; returns the process exit code."""
+        config = self.config
+        batch = 1 if config.mode == "coarse" else config.batch_size
+        consumer = self.broker.consumer(self.worker_id, batch, config.lease_seconds,
+                                        config.max_attempts)
+        log.info("worker %s: %s mode on queue %r (batch %d, lease %gs, max attempts %d)",
+                 self.worker_id, config.mode, self.broker.queue, batch, config.lease_seconds,
+                 config.max_attempts)
+        waiting_logged = False
+        try:
+            while not self._stop.is_set():
+                fetched = consumer.fetch(batch)
+                if fetched.drained:
+                    return self._finish("queue drained")
+                if not fetched.deliveries:
+                    if not waiting_logged:
+                        log.info("nothing to lease yet: waiting for the seeder or for items "
+                                 "held by other workers")
+                        waiting_logged = True
+                    self._stop.wait(config.poll_seconds)
+                    continue
+                waiting_logged = False
+                self._work(consumer, fetched.deliveries)
+                if config.mode == "coarse" and self.tally.settled:
+                    return self._finish("settled its one item (coarse mode)")
+            log.info("worker %s: stopped by SIGTERM; %s", self.worker_id, self._summary())
+            return EXIT_STOPPED
+        finally:
+            consumer.close()
+
+    def _work(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
+        for index, delivery in enumerate(deliveries):
+            stop_now = self._stop.is_set() or (
+                self.config.mode == "coarse" and self.tally.settled > 0)
+            if stop_now:
+                consumer.release(deliveries[index:])
+                return
+            held = deliveries[index:]
+            item = delivery.item
+            result = run_with_heartbeat(
+                lambda item=item: self.handler.run(item),
+                beat=lambda held=held: consumer.keep_alive(held),
+                interval=self.config.lease_seconds / HEARTBEAT_FRACTION,
+                stop_deadline=lambda: self._stop_deadline,
+                cancel=self.handler.cancel,
+            )
+            if result.cancelled:
+                log.info("item %s stopped for shutdown; returning it to the queue", item.id)
+                consumer.release(deliveries[index:])
+                return
+            self._settle(consumer, delivery, result.error)
+
+    def _settle(self, consumer: Consumer, delivery: Delivery, error: str | None) -> None:
+        item = delivery.item
+        try:
+            if error is None:
+                outcome = consumer.ack(delivery)
+            else:
+                outcome = consumer.fail(delivery, error,
+                                        self.config.max_attempts)
+        except ConnectionLost:
+            log.warning("item %s: result not recorded (connection lost); it will run again",
+                        item.id)
+            return
+        self.tally.add(outcome)
+        if outcome is Outcome.RETRY:
+            log.warning("item %s failed (attempt %d of %d): %s; will retry", item.id,
+                        item.attempt, self.config.max_attempts, error)
+        elif outcome is Outcome.DEAD:
+            log.error("item %s dead-lettered after %d attempts: %s", item.id, item.attempt, error)
+        elif outcome is Outcome.LOST:
+            log.warning("item %s: lease had expired and it went to another worker; this result "
+                        "was discarded (raise leaseSeconds if items run long)", item.id)
+
+    def _summary(self) -> str:
+        t = self.tally
+        return f"done {t.done}, retried {t.retried}, dead {t.dead}, lost leases {t.lost}"
+
+    def _finish(self, why: str) -> int:
+        status = self.broker.status()
+        log.info("worker %s: %s. This worker: %s. Queue: %d done, %d dead of %s", self.worker_id,
+                 why, self._summary(), status.done, status.dead, status.total)
+        if status.drained and status.dead and self.config.fail_on_dead:
+            log.error("%d item(s) were dead-lettered; see `workqueue status --dead`. Exiting %d "
+                      "(set onDead=succeed to exit 0).", status.dead, EXIT_DEAD)
+            return EXIT_DEAD
+        return EXIT_OK

@@ -1,0 +1,78 @@
+"""Seeding: write a task list to the queue once, resumably, then set the seeded marker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+
+from .broker import Broker, SeedState
+from .defaults import SEED_BATCH_SIZE
+from .errors import SeedConflict, TaskSourceError
+from .taskfile import iter_tasks, scan_tasks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    """What a seeding run did: ``written`` tasks now, out of ``total``."""
+
+    total: int
+    written: int
+    resumed_from: int
+    already_seeded: bool
+
+
+def seed(broker: Broker, source: str, fmt: str = "auto", batch_size: int = SEED_BATCH_SIZE,
+         expect_count: int | None = None) -> SeedReport:
+    """Seed ``source`` into ``broker``'s queue. Safe to re-run after a crash or an upgrade."""
+    scan = scan_tasks(source, fmt)
+    if expect_count is not None and expect_count != scan.count:
+        raise TaskSourceError(
+            f"{source} holds {scan.count} tasks but {expect_count} were expected "
+            "(tasksFrom.count): regenerate the values and task ConfigMaps together"
+        )
+    state = broker.seed_state()
+    if state.fingerprint not in (None, scan.fingerprint):
+        raise SeedConflict(
+            f"queue {broker.queue!r} was already seeded from a different task list: use a new "
+            "release name (or `workqueue purge`) to run a different list"
+        )
+    if state.complete:
+        log.info("queue %r is already seeded with %d tasks; nothing to do", broker.queue,
+                 scan.count)
+        return SeedReport(scan.count, 0, state.cursor, already_seeded=True)
+    if state.cursor:
+        log.info("resuming seeding at task %d of %d", state.cursor + 1, scan.count)
+    resumed_from = state.cursor
+    state = SeedState(state.cursor, scan.fingerprint, scan.count)
+    progress = _Progress(scan.count)
+    for batch in _batches(islice(iter_tasks(source, fmt), state.cursor, None), batch_size):
+        state = broker.seed_batch(state, batch)
+        progress.update(state.cursor)
+    broker.mark_seeded(state)
+    log.info("seeded %d tasks into queue %r (%d written now)", scan.count, broker.queue,
+             scan.count - resumed_from)
+    return SeedReport(scan.count, scan.count - resumed_from, resumed_from, already_seeded=False)
+
+
+def _batches(payloads: Iterator[str], size: int) -> Iterator[list[str]]:
+    while batch := list(islice(payloads, size)):
+        yield batch
+
+
+class _Progress:
+    """Logs seeding progress at most every few seconds."""
+
+    def __init__(self, total: int, every: float = 5.0) -> None:
+        self.total, self.every = total, every
+        self.last = time.monotonic()
+
+    def update(self, cursor: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            log.info("seeded %d/%d tasks (%d%%)", cursor, self.total, 100 * cursor // self.total)
+            self.last = now

@@ -1,0 +1,132 @@
+"""Reading task lists: plain text (one task per line) or JSON Lines, from a file, a folder of
+chunks, or stdin.
+
+Text: blank lines and lines starting with ``#`` are skipped; CRLF and a UTF-8 BOM are handled;
+everything else on the line, leading spaces included, is the payload.
+JSON Lines: each non-blank line is one JSON value. A string value is the payload as it is; any
+other value is passed on as its compact JSON text. The chart's task ConfigMaps use this format
+(one JSON string per line), so text and JSON tasks reach the workers unchanged.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .defaults import MAX_PAYLOAD_BYTES
+from .errors import TaskSourceError
+
+FORMATS = ("auto", "text", "jsonl")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+
+@dataclass(frozen=True)
+class TaskScan:
+    """What a full pass over a task source found."""
+
+    count: int
+    fingerprint: str
+
+
+def source_files(path: str) -> list[Path]:
+    """The files behind ``path``: itself, or a folder's ``*.jsonl`` chunks in name order."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in JSONL_SUFFIXES and f.is_file())
+        if not files:
+            raise TaskSourceError(f"{path}: folder holds no *.jsonl task chunks")
+        return files
+    if not p.exists():
+        raise TaskSourceError(f"{path}: no such file; give the path of your task list")
+    if not p.is_file():
+        raise TaskSourceError(f"{path}: not a regular file")
+    return [p]
+
+
+def resolve_format(path: str, fmt: str) -> str:
+    """``text`` or ``jsonl``; ``auto`` picks jsonl for .jsonl/.ndjson files and folders."""
+    if fmt not in FORMATS:
+        raise TaskSourceError(f"unknown task format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt != "auto":
+        return fmt
+    if path != "-" and (Path(path).is_dir() or Path(path).suffix in JSONL_SUFFIXES):
+        return "jsonl"
+    return "text"
+
+
+def iter_tasks(path: str, fmt: str = "auto") -> Iterator[str]:
+    """Yield each task payload in order, raising TaskSourceError at the first bad line."""
+    fmt = resolve_format(path, fmt)
+    if path == "-":
+        yield from _parse(sys.stdin.buffer, "<stdin>", fmt)
+        return
+    for file in source_files(path):
+        try:
+            with file.open("rb") as stream:
+                yield from _parse(stream, str(file), fmt)
+        except PermissionError as exc:
+            raise TaskSourceError(f"{file}: permission denied; make it readable") from exc
+        except IsADirectoryError as exc:
+            raise TaskSourceError(f"{file}: is a folder, not a task file") from exc
+
+
+def scan_tasks(path: str, fmt: str = "auto") -> TaskScan:
+    """Validate every task and return the count and a fingerprint of the whole list."""
+    digest = hashlib.sha256()
+    count = 0
+    for payload in iter_tasks(path, fmt):
+        data = payload.encode()
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+        count += 1
+    if count == 0:
+        raise TaskSourceError(
+            f"{path}: no tasks found (only blank lines or # comments); add one task per line"
+        )
+    return TaskScan(count, digest.hexdigest())
+
+
+def _parse(stream: BinaryIO, name: str, fmt: str) -> Iterator[str]:
+    for number, raw in enumerate(stream, 1):
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise TaskSourceError(
+                f"{name}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as "
+                "UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+            ) from None
+        payload = _payload(line, name, number, fmt)
+        if payload is None:
+            continue
+        size = len(payload.encode())
+        if size > MAX_PAYLOAD_BYTES:
+            raise TaskSourceError(
+                f"{name}:{number}: task is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit; "
+                "put large inputs in storage and list references to them instead"
+            )
+        yield payload
+
+
+def _payload(line: str, name: str, number: int, fmt: str) -> str | None:
+    if not line.strip():
+        return None
+    if fmt == "text":
+        return None if line.lstrip().startswith("#") else line
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise TaskSourceError(
+            f"{name}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); each line must "
+            "hold one JSON value"
+        ) from None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
