@@ -27,8 +27,12 @@ setup_venv() {
   local stamp=.venv/.workqueue-installed digest
   digest=$(sha256sum pyproject.toml | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[test]"
+    # pip's own chatter goes to a log; on failure its tail says what went wrong.
+    if ! { .venv/bin/python -m pip install --upgrade pip &&
+           .venv/bin/python -m pip install -e ".[test]"; } > .venv/pip.log 2>&1; then
+      tail -20 .venv/pip.log >&2
+      die "pip install failed (full log: .venv/pip.log)"
+    fi
     echo "$digest" > "$stamp"
     say "installed the project and its test extras into .venv"
   else

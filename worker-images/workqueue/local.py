@@ -84,6 +84,11 @@ class LocalRedis:
                 self.process.kill()
                 self.process.wait()
 
+    def restart(self) -> None:
+        """Stop and start again on the same port and data (AOF), as after a broker restart."""
+        self.stop()
+        self.start()
+
     def kill(self) -> None:
         """Stop the server abruptly, as a crash would."""
         if self.process and self.process.poll() is None:

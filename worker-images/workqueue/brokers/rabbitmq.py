@@ -57,7 +57,6 @@ class RabbitMQBroker(Broker):
         self.connection = self.open_connection()
         self.channel = self.connection.channel()
         self._seed_channel: pika.adapters.blocking_connection.BlockingChannel | None = None
-        self._seed_tag: int | None = None
         self._declare(self.channel)
 
     def open_connection(self) -> pika.BlockingConnection:
@@ -102,59 +101,59 @@ class RabbitMQBroker(Broker):
         return json.loads(body)
 
     def seed_state(self) -> SeedState:
-        self._seed_channel = self._seed_channel or self._open_seed_channel()
-        method, _props, body = self._seed_channel.basic_get(self.names["seed"])
-        self._seed_tag = method.delivery_tag if method else None
-        raw = json.loads(body) if method else {}
+        raw = self.peek("seed") or {}
         return SeedState(
             cursor=int(raw.get("cursor", 0)), fingerprint=raw.get("fingerprint"),
             total=raw.get("total"), complete=bool(raw.get("complete")),
         )
 
-    def _open_seed_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
-        channel = self.connection.channel()
-        try:
-            # Held for the seeder's lifetime: a second seeder fails here instead of racing us.
-            channel.queue_declare(f"wq.{self.queue}.seed-lock", exclusive=True)
-        except amqp.ChannelClosedByBroker as exc:
-            raise WorkqueueError(
-                f"another seeder is writing queue {self.queue!r}; run one seeder at a time"
-            ) from exc
-        channel.tx_select()
-        return channel
+    def _seeding_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
+        if self._seed_channel is None:
+            channel = self.connection.channel()
+            try:
+                # Held for the seeder's lifetime: a second seeder fails here instead of racing.
+                channel.queue_declare(f"wq.{self.queue}.seed-lock", exclusive=True)
+            except amqp.ChannelClosedByBroker as exc:
+                raise WorkqueueError(
+                    f"another seeder is writing queue {self.queue!r}; run one seeder at a time"
+                ) from exc
+            channel.tx_select()
+            self._seed_channel = channel
+        return self._seed_channel
 
     def seed_batch(self, state: SeedState, payloads: Sequence[str]) -> SeedState:
-        channel = self._seed_channel or self._open_seed_channel()
+        channel = self._seeding_channel()
         for offset, payload in enumerate(payloads):
             channel.basic_publish("", self.names["tasks"],
                                   encode(item_id(state.cursor + offset), payload),
                                   pika.BasicProperties(delivery_mode=PERSISTENT))
         return self._commit_seed_state(
-            SeedState(state.cursor + len(payloads), state.fingerprint, state.total))
+            state, SeedState(state.cursor + len(payloads), state.fingerprint, state.total))
 
     def mark_seeded(self, state: SeedState) -> SeedState:
         return self._commit_seed_state(
-            SeedState(state.cursor, state.fingerprint, state.total, complete=True))
+            state, SeedState(state.cursor, state.fingerprint, state.total, complete=True))
 
-    def _commit_seed_state(self, state: SeedState) -> SeedState:
-        """Swap the cursor message for ``state`` in the same transaction as the batch."""
-        channel = self._seed_channel or self._open_seed_channel()
-        self._seed_channel = channel
-        body = json.dumps({"cursor": state.cursor, "fingerprint": state.fingerprint,
-                           "total": state.total, "complete": state.complete})
-        channel.basic_publish("", self.names["seed"], body,
-                              pika.BasicProperties(delivery_mode=PERSISTENT))
-        if self._seed_tag is not None:
-            channel.basic_ack(self._seed_tag)
-        if state.complete:
+    def _commit_seed_state(self, old: SeedState, new: SeedState) -> SeedState:
+        """Swap the cursor message for ``new`` in the same transaction as the batch."""
+        channel = self._seeding_channel()
+        method, _props, body = channel.basic_get(self.names["seed"])
+        held = json.loads(body) if method else {}
+        if int(held.get("cursor", 0)) != old.cursor:
+            channel.tx_rollback()
+            raise WorkqueueError(f"the seed cursor of queue {self.queue!r} moved under us; run "
+                                 "one seeder at a time")
+        channel.basic_publish("", self.names["seed"], json.dumps({
+            "cursor": new.cursor, "fingerprint": new.fingerprint, "total": new.total,
+            "complete": new.complete}), pika.BasicProperties(delivery_mode=PERSISTENT))
+        if method is not None:
+            channel.basic_ack(method.delivery_tag)
+        if new.complete:
             channel.basic_publish("", self.names["seeded"],
-                                  json.dumps({"total": state.total,
-                                              "fingerprint": state.fingerprint}),
+                                  json.dumps({"total": new.total, "fingerprint": new.fingerprint}),
                                   pika.BasicProperties(delivery_mode=PERSISTENT))
         channel.tx_commit()
-        method, _props, _body = channel.basic_get(self.names["seed"])
-        self._seed_tag = method.delivery_tag if method else None
-        return state
+        return new
 
     def consumer(self, worker_id: str, prefetch: int, lease_seconds: float,
                  max_attempts: int) -> Consumer:
@@ -206,10 +205,13 @@ def _attempt(headers: dict) -> int:
 
 
 def _parameters(url: str, password: str | None, heartbeat: int) -> pika.URLParameters:
-    params = pika.URLParameters(url)
-    if password:
-        user = unquote(urlsplit(url).username or "guest")
-        params.credentials = pika.PlainCredentials(user, password)
+    parts = urlsplit(url)
+    user = unquote(parts.username or "guest")
+    secret = password or unquote(parts.password or "")
+    # pika cannot parse a user without a password, so credentials are set apart from the URL.
+    host = parts.netloc.rpartition("@")[2]
+    params = pika.URLParameters(parts._replace(netloc=host).geturl())
+    params.credentials = pika.PlainCredentials(user, secret)
     params.heartbeat = heartbeat
     params.connection_attempts = 1
     params.socket_timeout = 5
@@ -233,10 +235,14 @@ class _RabbitConsumer(Consumer):
     def _open(self) -> None:
         self.connection = self.broker.open_connection()
         self.channel = self.connection.channel()
-        self.channel.basic_qos(prefetch_count=self.prefetch)
         self.channel.tx_select()
         self.buffer.clear()
-        self.channel.basic_consume(self.broker.names["tasks"], self._on_message)
+        self.tag = None
+        # With prefetch 1 (coarse mode) pull with basic.get: a pushed-ahead message would be
+        # handed back at exit, and every hand-back raises x-delivery-count, our crash counter.
+        if self.prefetch > 1:
+            self.channel.basic_qos(prefetch_count=self.prefetch)
+            self.tag = self.channel.basic_consume(self.broker.names["tasks"], self._on_message)
 
     def _on_message(self, _channel: object, method: object, props: pika.BasicProperties,
                     body: bytes) -> None:
@@ -260,7 +266,11 @@ class _RabbitConsumer(Consumer):
 
     def fetch(self, count: int) -> Fetch:
         try:
-            if not self.buffer:
+            if self.tag is None:
+                method, props, body = self.channel.basic_get(self.broker.names["tasks"])
+                if method is not None:
+                    self.buffer.append((method.delivery_tag, props, body))
+            elif not self.buffer:
                 self.connection.process_data_events(time_limit=0.2)
             taken = []
             while self.buffer and len(taken) < count:
@@ -317,11 +327,7 @@ class _RabbitConsumer(Consumer):
             return Outcome.DEAD
 
         def action() -> Outcome:
-            headers = {ATTEMPT_HEADER: item.attempt + 1, ERROR_HEADER: error[:1000]}
-            self.channel.basic_publish("", self.broker.names["tasks"],
-                                       encode(item.id, item.payload),
-                                       pika.BasicProperties(delivery_mode=PERSISTENT,
-                                                            headers=headers))
+            self._publish_item(item, item.attempt + 1, error)
             self.channel.basic_publish("", self.broker.names["retries"], item.id,
                                        pika.BasicProperties(delivery_mode=PERSISTENT))
             self.channel.basic_ack(delivery.handle)
@@ -338,9 +344,14 @@ class _RabbitConsumer(Consumer):
         self.channel.tx_commit()
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Republish unstarted items with their attempt unchanged. A plain requeue would raise
+        x-delivery-count, which counts crashed runs, so released items would creep towards
+        the dead letters."""
         def action() -> None:
             for delivery in deliveries:
-                self.channel.basic_nack(delivery.handle, requeue=True)
+                item = delivery.item
+                self._publish_item(item, item.attempt, item_error=None)
+                self.channel.basic_ack(delivery.handle)
             self.channel.tx_commit()
 
         if deliveries:
@@ -349,6 +360,13 @@ class _RabbitConsumer(Consumer):
             except ConnectionLost:
                 log.info("released items return to the queue with the dropped connection")
 
+    def _publish_item(self, item: Item, attempt: int, item_error: str | None) -> None:
+        headers: dict[str, object] = {ATTEMPT_HEADER: attempt}
+        if item_error is not None:
+            headers[ERROR_HEADER] = item_error[:1000]
+        self.channel.basic_publish("", self.broker.names["tasks"], encode(item.id, item.payload),
+                                   pika.BasicProperties(delivery_mode=PERSISTENT, headers=headers))
+
     def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
         try:
             self.connection.process_data_events(time_limit=0)
@@ -356,8 +374,17 @@ class _RabbitConsumer(Consumer):
             self._reconnect(exc)
 
     def close(self) -> None:
+        """Stop consuming, give back what was prefetched but never started, and disconnect."""
         try:
             if self.connection.is_open:
+                # Take in what has arrived, release it, then cancel: pika requeues anything
+                # still pending at cancel, which would count as a crashed run.
+                self.connection.process_data_events(time_limit=0)
+                unstarted = [d for raw in self.buffer if (d := self._decode(raw)) is not None]
+                self.buffer.clear()
+                self.release(unstarted)
+                if self.tag is not None:
+                    self.channel.basic_cancel(self.tag)
                 self.connection.close()
         except _RECOVERABLE:
-            log.debug("connection already closed")
+            log.debug("connection already closed; unsettled items return to the queue")

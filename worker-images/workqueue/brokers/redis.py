@@ -9,7 +9,7 @@ from importlib import resources
 from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from ..broker import Broker, Consumer, DeadItem, Delivery, Fetch, Outcome, SeedState, Status
@@ -37,11 +37,9 @@ class RedisBroker(Broker):
                  connect_timeout: float = 300.0) -> None:
         self.queue = queue
         self.server = _server_name(url)
-        # The client's own retry covers short outages mid-run (broker restart, failover).
         self.client = redis.Redis.from_url(
             url, password=password or None, decode_responses=True, socket_connect_timeout=5,
-            socket_timeout=30, health_check_interval=15,
-            retry=Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=40),
+            socket_timeout=30, health_check_interval=15, retry=Retry(NoBackoff(), 0),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
         self.keys = [f"wq:{{{queue}}}:{name}" for name in _KEY_NAMES]
@@ -51,6 +49,8 @@ class RedisBroker(Broker):
             for name in _SCRIPTS
         }
         retry_until(self._ping, connect_timeout, self.server)
+        # Once connected, the client's own retry rides out short outages (a broker restart).
+        self.client.set_retry(Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=40))
 
     def _ping(self) -> None:
         try:

@@ -1,0 +1,83 @@
+"""Both brokers x both modes drain real queues with forked worker processes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from conftest import kind_of
+from jobs import ForkedJob, WorkerSpec, results
+from workqueue import WorkerConfig, seed
+
+pytestmark = pytest.mark.slow
+
+
+def write_tasks(path, count: int, prefix: str = "task") -> list[str]:
+    tasks = [f"{prefix}-{i}" for i in range(count)]
+    path.write_text("\n".join(tasks) + "\n")
+    return tasks
+
+
+def spec_for(broker, server_for, out_dir, **config) -> WorkerSpec:
+    url, password = server_for(kind_of(broker))
+    out_dir.mkdir(exist_ok=True)
+    return WorkerSpec(url, password, broker.queue, out_dir,
+                      WorkerConfig(poll_seconds=0.05, **config))
+
+
+@pytest.mark.parametrize("mode", ["fine", "coarse"])
+def test_four_workers_drain_10000_tasks(broker, server_for, tmp_path, mode):
+    # Given 10,000 seeded tasks
+    tasks = write_tasks(tmp_path / "tasks.txt", 10_000)
+    seed(broker, str(tmp_path / "tasks.txt"))
+    # When 4 worker processes run as a Job (coarse: one completion per task)
+    spec = spec_for(broker, server_for, tmp_path / "out", mode=mode,
+                    batch_size=20 if mode == "fine" else 1)
+    job = ForkedJob(spec, parallelism=4, completions=len(tasks) if mode == "coarse" else None)
+    job.run(timeout=900)
+    # Then every task was done, each worker exited 0, and the queue reports drained
+    assert set(results(tmp_path / "out")) == set(tasks)
+    assert set(job.exit_codes) == {0}
+    status = broker.status()
+    assert status.drained and status.done == len(tasks) and status.dead == 0
+
+
+def test_killing_workers_loses_no_task(broker, server_for, tmp_path):
+    # Given 3,000 short tasks and short leases, so a dead worker's items come back quickly
+    tasks = write_tasks(tmp_path / "tasks.txt", 3000)
+    seed(broker, str(tmp_path / "tasks.txt"))
+    batch = 2
+    spec = spec_for(broker, server_for, tmp_path / "out", batch_size=batch, lease_seconds=1.5,
+                    max_attempts=50)
+    spec = replace(spec, delay=0.004)
+    # When a random worker is SIGKILLed every 0.5 s and replaced
+    job = ForkedJob(spec, parallelism=4)
+    job.run(timeout=600, kill_every=0.5)
+    # Then the run ends with every task done, and repeats stay within kills x batch size
+    done = results(tmp_path / "out")
+    assert job.kills >= 3
+    assert set(done) == set(tasks)
+    assert len(done) - len(tasks) <= job.kills * batch
+    assert broker.status().drained
+
+
+@pytest.mark.parametrize("on_dead, expected_exit", [("fail", 3), ("succeed", 0)])
+def test_poison_task_is_dead_lettered(broker, server_for, tmp_path, on_dead, expected_exit):
+    # Given 50 tasks, one of which always fails
+    tasks = write_tasks(tmp_path / "tasks.txt", 50)
+    seed(broker, str(tmp_path / "tasks.txt"))
+    spec = spec_for(broker, server_for, tmp_path / "out", max_attempts=3,
+                    fail_on_dead=on_dead == "fail")
+    spec = replace(spec, poison=frozenset({"task-7"}))
+    # When two workers drain the queue
+    job = ForkedJob(spec, parallelism=2)
+    job.run(timeout=120)
+    # Then the poison task is dead after exactly 3 attempts with its error, the rest are done
+    assert set(results(tmp_path / "out")) == set(tasks) - {"task-7"}
+    (dead,) = broker.dead_items(10)
+    assert (dead.payload, dead.attempts) == ("task-7", 3)
+    assert "poison task task-7" in dead.error
+    status = broker.status()
+    assert (status.done, status.dead, status.retried) == (49, 1, 2)
+    assert expected_exit in job.exit_codes

@@ -1,0 +1,169 @@
+"""Seeder crashes, broker restarts and bad input, against the real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from conftest import kind_of
+from jobs import ForkedJob, WorkerSpec, results
+from workqueue import WorkerConfig, seed
+from workqueue.message import encode
+
+WORKQUEUE = [sys.executable, "-m", "workqueue"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
+    return subprocess.run([*WORKQUEUE, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def broker_env(broker, server_for) -> dict[str, str]:
+    url, password = server_for(kind_of(broker))
+    return {"WORKQUEUE_BROKER_URL": url, "WORKQUEUE_BROKER_PASSWORD": password,
+            "WORKQUEUE_QUEUE": broker.queue, "WORKQUEUE_CONNECT_TIMEOUT": "10"}
+
+
+def queued_ids(broker) -> list[str]:
+    """Every id waiting in the queue, by draining it with one consumer."""
+    consumer = broker.consumer("inspector", 100, 60, 99)
+    ids: list[str] = []
+    while True:
+        fetched = consumer.fetch(100)
+        if not fetched.deliveries:
+            break
+        ids += [d.item.id for d in fetched.deliveries]
+        for delivery in fetched.deliveries:
+            consumer.ack(delivery)
+    consumer.close()
+    return ids
+
+
+def test_seeder_killed_half_way_then_rerun_queues_each_task_once(broker, server_for, tmp_path):
+    # Given a large task file and a seeder writing it in small batches
+    tasks = tmp_path / "tasks.txt"
+    count = 60_000
+    tasks.write_text("".join("same payload\n" if i % 2 else f"t{i}\n" for i in range(count)))
+    env = broker_env(broker, server_for)
+    proc = subprocess.Popen([*WORKQUEUE, "seed", "--tasks", str(tasks), "--batch-size", "50"],
+                            env={**os.environ, **env}, stderr=subprocess.DEVNULL)
+    # When it is SIGKILLed part-way through
+    deadline = time.monotonic() + 60
+    while broker.status().pending < count // 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = broker.seed_state()
+    assert 0 < partial.cursor < count and not partial.complete
+    # And run again to the end
+    rerun = cli("seed", "--tasks", str(tasks), env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming seeding at task {partial.cursor + 1}" in rerun.stderr
+    # Then every task is queued exactly once, repeated payloads included
+    ids = queued_ids(broker)
+    assert len(ids) == count
+    assert Counter(ids).most_common(1)[0][1] == 1
+    # And a third run (a helm upgrade, say) changes nothing
+    again = cli("seed", "--tasks", str(tasks), env=env)
+    assert again.returncode == 0 and "already seeded" in again.stderr
+
+
+def test_broker_restart_mid_run_loses_nothing(broker, server_for, tmp_path, request):
+    # Given 2,000 seeded tasks and two workers that take a while over them
+    kind = kind_of(broker)
+    server = request.getfixturevalue(f"{kind}_server")
+    (tmp_path / "tasks.txt").write_text("".join(f"r{i}\n" for i in range(2000)))
+    seed(broker, str(tmp_path / "tasks.txt"))
+    (tmp_path / "out").mkdir()
+    url, password = server_for(kind)
+    spec = WorkerSpec(url, password, broker.queue, tmp_path / "out",
+                      WorkerConfig(batch_size=5, lease_seconds=5, poll_seconds=0.05), delay=0.002)
+    job = ForkedJob(spec, parallelism=2)
+    job.step()
+    while len(results(tmp_path / "out")) < 300:
+        job.step()
+        time.sleep(0.01)
+    # When the broker restarts mid-run (persistence on: Redis AOF, durable quorum queues)
+    server.stop()
+    time.sleep(1)
+    server.start()
+    job.run(timeout=300)
+    # Then no task is lost
+    assert set(results(tmp_path / "out")) == {f"r{i}" for i in range(2000)}
+    assert broker.status().drained
+
+
+def test_unreachable_broker_is_one_clear_line(tmp_path):
+    (tmp_path / "t.txt").write_text("a\n")
+    result = cli("seed", "--tasks", str(tmp_path / "t.txt"), env={
+        "WORKQUEUE_BROKER_URL": "redis://127.0.0.1:1/0", "WORKQUEUE_CONNECT_TIMEOUT": "1"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "workqueue: error: cannot reach redis at 127.0.0.1:1 after 1s")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+def test_wrong_password_is_one_clear_line(kind, server_for, tmp_path):
+    url, _password = server_for(kind)
+    result = cli("status", env={"WORKQUEUE_BROKER_URL": url,
+                                "WORKQUEUE_BROKER_PASSWORD": "wrong",
+                                "WORKQUEUE_CONNECT_TIMEOUT": "5"})
+    assert result.returncode == 1
+    assert "refused" in result.stderr and "WORKQUEUE_BROKER_PASSWORD" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_rabbitmq_message_is_dead_lettered(rabbitmq_broker, server_for, tmp_path):
+    # Given a seeded queue plus a message someone else published by hand
+    (tmp_path / "t.txt").write_text("good\n")
+    seed(rabbitmq_broker, str(tmp_path / "t.txt"))
+    rabbitmq_broker.channel.basic_publish("", rabbitmq_broker.names["tasks"], b"not json")
+    # When a worker drains it
+    result = cli("work", "--", "true", env=broker_env(rabbitmq_broker, server_for))
+    # Then the stray message is dead-lettered with the reason, and the good task is done
+    assert "malformed item on the queue" in result.stderr
+    dead = rabbitmq_broker.dead_items(5)
+    assert [d.payload for d in dead] == ["not json"]
+    assert rabbitmq_broker.status().done == 1
+
+
+def test_malformed_redis_entry_is_skipped(redis_broker, server_for, tmp_path):
+    # Given a seeded queue plus an id pushed by hand with no item behind it
+    (tmp_path / "t.txt").write_text("good\n")
+    seed(redis_broker, str(tmp_path / "t.txt"))
+    redis_broker.client.lpush(redis_broker.keys[1], "stray")
+    # When a worker drains it, then the good task is done and the worker exits 0
+    result = cli("work", "--", "true", env=broker_env(redis_broker, server_for))
+    assert result.returncode == 0, result.stderr
+    assert redis_broker.status().done == 1 and redis_broker.status().drained
+
+
+def test_drained_queue_exits_cleanly(broker, server_for, tmp_path):
+    (tmp_path / "t.txt").write_text("only\n")
+    seed(broker, str(tmp_path / "t.txt"))
+    env = broker_env(broker, server_for)
+    first = cli("work", "--", "true", env=env)
+    second = cli("work", "--", "true", env=env)
+    assert (first.returncode, second.returncode) == (0, 0)
+    assert "queue drained" in second.stderr and "done 0" in second.stderr
+
+
+def test_seed_refuses_a_different_task_list(broker, server_for, tmp_path):
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "b.txt").write_text("b\n")
+    env = broker_env(broker, server_for)
+    assert cli("seed", "--tasks", str(tmp_path / "a.txt"), env=env).returncode == 0
+    other = cli("seed", "--tasks", str(tmp_path / "b.txt"), env=env)
+    assert other.returncode == 1
+    assert "already seeded from a different task list" in other.stderr
+
+
+def test_encode_marks_items_so_payloads_may_repeat():
+    assert encode("1", "x") != encode("2", "x")

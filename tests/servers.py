@@ -1,0 +1,104 @@
+"""A private rabbitmq-server node for the tests (Redis comes from workqueue.local.LocalRedis)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from workqueue.local import free_port
+
+BOOT_TIMEOUT = 90.0
+"""RabbitMQ boots in ~5 s here; a loaded CI machine gets room."""
+
+
+def _server_binary() -> str | None:
+    return shutil.which("rabbitmq-server", path=os.environ["PATH"] + ":/usr/sbin:/sbin")
+
+
+class RabbitNode:
+    """One rabbitmq-server node with its own name, ports, data dir and a generated password."""
+
+    user = "wq"
+
+    def __init__(self) -> None:
+        binary = _server_binary()
+        if binary is None:
+            raise FileNotFoundError("rabbitmq-server not found; run `make setup` to install it")
+        self.binary = binary
+        self.dir = Path(tempfile.mkdtemp(prefix="wq-rabbit-"))
+        self.port, self.dist_port = free_port(), free_port()
+        self.name = f"wqtest{os.getpid()}{secrets.token_hex(2)}@localhost"
+        self.password = secrets.token_hex(12)
+        self.process: subprocess.Popen[bytes] | None = None
+        for sub in ("mnesia", "log"):
+            (self.dir / sub).mkdir()
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text(
+            f"default_user = {self.user}\ndefault_pass = {self.password}\n"
+            "loopback_users = none\n")
+        if os.geteuid() == 0:
+            # Started as root, rabbitmq-server drops to the rabbitmq user, which must own these.
+            account = pwd.getpwnam("rabbitmq")
+            for path in [self.dir, *self.dir.rglob("*")]:
+                os.chown(path, account.pw_uid, account.pw_gid)
+
+    @property
+    def url(self) -> str:
+        return f"amqp://{self.user}@127.0.0.1:{self.port}/%2F"
+
+    def start(self) -> RabbitNode:
+        env = {**os.environ, "RABBITMQ_NODENAME": self.name,
+               "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+               "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port),
+               "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+               "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+               "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
+               "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins")}
+        self.process = subprocess.Popen([self.binary], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited at boot; logs in {self.dir}/log")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"rabbitmq-server did not listen within {BOOT_TIMEOUT:.0f}s")
+
+    def _node_pids(self) -> list[int]:
+        # `su` starts the Erlang VM in a session of its own, so find it by its node name.
+        found = subprocess.run(["pgrep", "-f", self.name], capture_output=True, text=True)
+        return [int(pid) for pid in found.stdout.split()]
+
+    def stop(self, hard: bool = False) -> None:
+        """Stop the node: SIGTERM shuts Erlang down cleanly; ``hard`` kills it like a crash."""
+        sig = signal.SIGKILL if hard else signal.SIGTERM
+        for pid in self._node_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 30
+        while self._node_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in self._node_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.process:
+            # The wrapper script and `su` do not always exit with the VM.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
