@@ -1,0 +1,70 @@
+"""Task lists: text and JSON Lines, every bad-input case with its one-line message."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workqueue.defaults import MAX_PAYLOAD_BYTES
+from workqueue.errors import TaskSourceError
+from workqueue.taskfile import iter_tasks, scan_tasks
+
+
+def write(tmp_path, data: bytes, name: str = "tasks.txt") -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_text_skips_blanks_and_comments_and_keeps_leading_spaces(tmp_path):
+    path = write(tmp_path, b"\xef\xbb\xbfa\r\n\r\n# note\n  b  \n   # indented note\nc")
+    assert list(iter_tasks(path)) == ["a", "  b  ", "c"]
+
+
+def test_jsonl_strings_pass_as_is_and_other_values_as_compact_json(tmp_path):
+    path = write(tmp_path, b'"x y"\n\n{"a": [1, 2]}\n7\nnull\n', "t.jsonl")
+    assert list(iter_tasks(path)) == ["x y", '{"a":[1,2]}', "7", "null"]
+
+
+def test_folder_of_chunks_is_read_in_name_order(tmp_path):
+    (tmp_path / "00001.jsonl").write_text('"b"\n')
+    (tmp_path / "00000.jsonl").write_text('"a"\n')
+    (tmp_path / "ignored.txt").write_text("zzz\n")
+    assert list(iter_tasks(str(tmp_path))) == ["a", "b"]
+
+
+def test_same_list_same_fingerprint_and_order_matters(tmp_path):
+    first = scan_tasks(write(tmp_path, b"a\nb\n", "1.txt"))
+    same = scan_tasks(write(tmp_path, b"a\r\n\nb\n", "2.txt"))
+    swapped = scan_tasks(write(tmp_path, b"b\na\n", "3.txt"))
+    assert first == same and first.count == 2
+    assert swapped.fingerprint != first.fingerprint
+
+
+@pytest.mark.parametrize("data, name, message", [
+    (b"ok\n\xff\xfe\n", "t.txt", "t.txt:2: not UTF-8 (byte 0xff)"),
+    (b"# only a comment\n\n", "t.txt", "no tasks found"),
+    (b'"a"\n{bad\n', "t.jsonl", "t.jsonl:2: not valid JSON"),
+    (b"x" * (MAX_PAYLOAD_BYTES + 1) + b"\n", "t.txt", "t.txt:1: task is"),
+])
+def test_bad_input_names_the_line_and_the_fix(tmp_path, data, name, message):
+    with pytest.raises(TaskSourceError) as err:
+        scan_tasks(write(tmp_path, data, name))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(TaskSourceError, match="no such file"):
+        scan_tasks(str(tmp_path / "nope.txt"))
+
+
+@given(st.lists(st.text(min_size=1).filter(lambda s: "\n" not in s and "\r" not in s
+                                           and s.strip() and not s.lstrip().startswith("#")
+                                           and s != "\ufeff" and not s.startswith("\ufeff")),
+                min_size=1, max_size=20))
+def test_text_round_trip_keeps_every_line(tmp_path_factory, lines):
+    path = tmp_path_factory.mktemp("rt") / "t.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert list(iter_tasks(str(path))) == lines
