@@ -1,0 +1,169 @@
+{{/* Chart name, or nameOverride, cut to 63 characters. */}}
+{{- define "workqueue-job.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Object name prefix: fullnameOverride, the release name if it holds the chart name, else release-chart. */}}
+{{- define "workqueue-job.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* name-version for the helm.sh/chart label. */}}
+{{- define "workqueue-job.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Per-component names: fullname plus the component, cut to 63 characters. */}}
+{{- define "workqueue-job.componentName" -}}
+{{- printf "%s-%s" (include "workqueue-job.fullname" .context) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "workqueue-job.broker.fullname" -}}
+{{- include "workqueue-job.componentName" (dict "context" . "component" "broker") }}
+{{- end }}
+{{- define "workqueue-job.seeder.fullname" -}}
+{{- include "workqueue-job.componentName" (dict "context" . "component" "seeder") }}
+{{- end }}
+{{- define "workqueue-job.worker.fullname" -}}
+{{- include "workqueue-job.componentName" (dict "context" . "component" "worker") }}
+{{- end }}
+
+{{/* Selector labels, given (dict "context" . "component" NAME). They never change. */}}
+{{- define "workqueue-job.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "workqueue-job.name" .context }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Full label set, given (dict "context" . "component" NAME). */}}
+{{- define "workqueue-job.labels" -}}
+helm.sh/chart: {{ include "workqueue-job.chart" .context }}
+{{ include "workqueue-job.selectorLabels" . }}
+app.kubernetes.io/part-of: {{ include "workqueue-job.name" .context }}
+{{- if .context.Chart.AppVersion }}
+app.kubernetes.io/version: {{ .context.Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .context.Release.Service }}
+{{- end }}
+
+{{/* The broker kind; fails unless redis or rabbitmq (the schema catches it first). */}}
+{{- define "workqueue-job.broker.type" -}}
+{{- $type := .Values.broker.type }}
+{{- if not (has $type (list "redis" "rabbitmq")) }}
+{{- fail (printf "broker.type must be redis or rabbitmq, not %q" $type) }}
+{{- end }}
+{{- $type }}
+{{- end }}
+
+{{/* Broker host: the external one, or the bundled Service's DNS name. */}}
+{{- define "workqueue-job.broker.host" -}}
+{{- if .Values.broker.external.enabled }}
+{{- .Values.broker.external.host }}
+{{- else }}
+{{- printf "%s.%s.svc" (include "workqueue-job.broker.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/* Broker port: the external one if set, else the protocol's default. */}}
+{{- define "workqueue-job.broker.port" -}}
+{{- if and .Values.broker.external.enabled .Values.broker.external.port }}
+{{- .Values.broker.external.port }}
+{{- else if eq (include "workqueue-job.broker.type" .) "redis" }}6379{{ else }}5672{{ end }}
+{{- end }}
+
+{{/* Broker URL without the password (that comes from the Secret). */}}
+{{- define "workqueue-job.broker.url" -}}
+{{- $host := include "workqueue-job.broker.host" . }}
+{{- $port := include "workqueue-job.broker.port" . }}
+{{- if eq (include "workqueue-job.broker.type" .) "redis" }}
+{{- printf "redis://%s:%s/%d" $host $port (int .Values.broker.external.database) }}
+{{- else }}
+{{- $user := ternary .Values.broker.external.user .Values.broker.rabbitmq.user .Values.broker.external.enabled }}
+{{- $vhost := ternary .Values.broker.external.vhost "/" .Values.broker.external.enabled }}
+{{- printf "amqp://%s@%s:%s/%s" $user $host $port (urlquery $vhost) }}
+{{- end }}
+{{- end }}
+
+{{/* Secret holding the broker password: the user's, or the generated one. */}}
+{{- define "workqueue-job.broker.secretName" -}}
+{{- default (include "workqueue-job.broker.fullname" .) .Values.broker.auth.existingSecret }}
+{{- end }}
+
+{{/* Runtime image; the tag defaults to the chart's appVersion. */}}
+{{- define "workqueue-job.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Number of tasks: the inline list, or tasksFrom.count. */}}
+{{- define "workqueue-job.taskCount" -}}
+{{- if .Values.tasksFrom.configMaps }}{{ .Values.tasksFrom.count }}{{ else }}{{ len .Values.tasks }}{{ end }}
+{{- end }}
+
+{{/* Queue name shared by the seeder and the workers: one queue per release. */}}
+{{- define "workqueue-job.queue" -}}
+{{- include "workqueue-job.fullname" . }}
+{{- end }}
+
+{{/* Pod-level security: the Pod Security "restricted" profile. */}}
+{{- define "workqueue-job.podSecurityContext" -}}
+runAsNonRoot: true
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level security: restricted, read-only root filesystem. */}}
+{{- define "workqueue-job.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ .uid }}
+capabilities:
+  drop: ["ALL"]
+{{- end }}
+
+{{/* Environment every runtime container needs to reach the queue. */}}
+{{- define "workqueue-job.brokerEnv" -}}
+- name: WORKQUEUE_BROKER_URL
+  value: {{ include "workqueue-job.broker.url" . | quote }}
+- name: WORKQUEUE_BROKER_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "workqueue-job.broker.secretName" . }}
+      key: {{ .Values.broker.auth.passwordKey }}
+- name: WORKQUEUE_QUEUE
+  value: {{ include "workqueue-job.queue" . | quote }}
+{{- end }}
+
+{{/* UID of the runtime image's user (see worker-images/Dockerfile). */}}
+{{- define "workqueue-job.runtimeUid" -}}10001{{- end }}
+
+{{/* The broker's data claim when persistence is on (a StatefulSet volumeClaimTemplate). */}}
+{{- define "workqueue-job.broker.volumeClaim" -}}
+{{- if .Values.broker.persistence.enabled }}
+volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: [ReadWriteOnce]
+      {{- with .Values.broker.persistence.storageClass }}
+      storageClassName: {{ . }}
+      {{- end }}
+      resources:
+        requests:
+          storage: {{ .Values.broker.persistence.size }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that let a pod through the broker's NetworkPolicy. */}}
+{{- define "workqueue-job.brokerClientLabel" -}}
+{{ include "workqueue-job.fullname" . }}-broker-client: "true"
+{{- end }}
