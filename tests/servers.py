@@ -8,13 +8,12 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from workqueue.local import free_port
+from workqueue.local import free_port, wait_for_port
 
 BOOT_TIMEOUT = 90.0
 """RabbitMQ boots in ~5 s here; a loaded CI machine gets room."""
@@ -65,16 +64,9 @@ class RabbitNode:
                "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins")}
         self.process = subprocess.Popen([self.binary], env=env, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited at boot; logs in {self.dir}/log")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"rabbitmq-server did not listen within {BOOT_TIMEOUT:.0f}s")
+        wait_for_port(self.process, self.port, BOOT_TIMEOUT,
+                      f"rabbitmq-server (logs: {self.dir}/log)")
+        return self
 
     def _node_pids(self) -> list[int]:
         # `su` starts the Erlang VM in a session of its own, so find it by its node name.

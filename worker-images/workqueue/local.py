@@ -32,6 +32,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_port(process: subprocess.Popen[bytes], port: int, timeout: float, what: str) -> None:
+    """Wait until ``process`` listens on loopback ``port``; ``what`` names it in errors."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise WorkqueueError(f"{what} exited at start")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise WorkqueueError(f"{what} did not listen on port {port} within {timeout:.0f}s")
+
+
 class LocalRedis:
     """A private redis-server on a free loopback port, with a random password and AOF on."""
 
@@ -63,16 +77,8 @@ class LocalRedis:
              "--protected-mode", "yes", "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise WorkqueueError(f"redis-server exited at start; see {self.dir}/redis.log")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise WorkqueueError(f"redis-server did not listen on port {self.port} within 20s")
+        wait_for_port(self.process, self.port, 20, f"redis-server (log: {self.dir}/redis.log)")
+        return self
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, so AOF is flushed) and wait for it."""
