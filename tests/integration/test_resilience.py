@@ -167,3 +167,22 @@ def test_seed_refuses_a_different_task_list(broker, server_for, tmp_path):
 
 def test_encode_marks_items_so_payloads_may_repeat():
     assert encode("1", "x") != encode("2", "x")
+
+
+def test_rabbitmq_broker_survives_idle_connection_drop(rabbitmq_server, tmp_path):
+    # Given a broker connection with a 1 s heartbeat that then does no I/O for 5 s, so the
+    # server drops it (as it does to a worker's broker during a long run)
+    from workqueue.brokers.rabbitmq import RabbitMQBroker
+
+    broker = RabbitMQBroker(rabbitmq_server.url, "idle-drop", rabbitmq_server.password,
+                            connect_timeout=10, heartbeat_seconds=1)
+    (tmp_path / "t.txt").write_text("a\n")
+    seed(broker, str(tmp_path / "t.txt"))
+    time.sleep(5)
+    # When queue-wide calls run again, then they reconnect and answer
+    try:
+        assert broker.status().pending == 1
+        assert broker.dead_items(5) == []
+    finally:
+        broker.purge()
+        broker.close()

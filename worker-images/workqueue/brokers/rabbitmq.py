@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions as amqp
+from pika.adapters.blocking_connection import BlockingChannel
 
 from ..broker import Broker, Consumer, DeadItem, Delivery, Fetch, Outcome, SeedState, Status
 from ..errors import BrokerAuthError, ConnectionLost, WorkqueueError
@@ -56,7 +57,7 @@ class RabbitMQBroker(Broker):
         self.connect_timeout = connect_timeout
         self.connection = self.open_connection()
         self.channel = self.connection.channel()
-        self._seed_channel: pika.adapters.blocking_connection.BlockingChannel | None = None
+        self._seed_channel: BlockingChannel | None = None
         self._declare(self.channel)
 
     def open_connection(self) -> pika.BlockingConnection:
@@ -78,7 +79,7 @@ class RabbitMQBroker(Broker):
         return retry_until(attempt, self.connect_timeout, self.server,
                            transient=(amqp.AMQPConnectionError,))
 
-    def _declare(self, channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
+    def _declare(self, channel: BlockingChannel) -> None:
         channel.queue_declare(self.names["tasks"], durable=True, arguments={
             "x-queue-type": "quorum",
             "x-delivery-limit": SAFETY_DELIVERY_LIMIT,
@@ -88,17 +89,35 @@ class RabbitMQBroker(Broker):
         for role in ("done", "dead", "retries", "seed", "seeded"):
             channel.queue_declare(self.names[role], durable=True)
 
+    def _on_channel(self, action: Callable[[BlockingChannel], T]) -> T:
+        """Run a queue-wide call, reopening the connection once if it was dropped: it sits idle
+        while the workers run, and the server closes it when heartbeats go unanswered."""
+        try:
+            return action(self.channel)
+        except _RECOVERABLE as exc:
+            log.info("reconnecting to %s (%s)", self.server, exc)
+            with contextlib.suppress(Exception):
+                self.connection.close()
+            self.connection = self.open_connection()
+            self.channel = self.connection.channel()
+            self._seed_channel = None
+            return action(self.channel)
+
     def count(self, role: str) -> int:
         """Ready messages in one of the queues."""
-        return self.channel.queue_declare(self.names[role], passive=True).method.message_count
+        return self._on_channel(lambda channel: channel.queue_declare(
+            self.names[role], passive=True).method.message_count)
 
     def peek(self, role: str) -> dict | None:
         """The first message of a queue, left in place."""
-        method, _props, body = self.channel.basic_get(self.names[role])
-        if method is None:
-            return None
-        self.channel.basic_nack(method.delivery_tag, requeue=True)
-        return json.loads(body)
+        def action(channel: BlockingChannel) -> dict | None:
+            method, _props, body = channel.basic_get(self.names[role])
+            if method is None:
+                return None
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            return json.loads(body)
+
+        return self._on_channel(action)
 
     def seed_state(self) -> SeedState:
         raw = self.peek("seed") or {}
@@ -107,7 +126,7 @@ class RabbitMQBroker(Broker):
             total=raw.get("total"), complete=bool(raw.get("complete")),
         )
 
-    def _seeding_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
+    def _seeding_channel(self) -> BlockingChannel:
         if self._seed_channel is None:
             channel = self.connection.channel()
             try:
@@ -168,21 +187,28 @@ class RabbitMQBroker(Broker):
                       done=done, dead=dead, retried=self.count("retries"))
 
     def dead_items(self, limit: int) -> list[DeadItem]:
-        channel = self.connection.channel()
-        found = []
-        try:
-            while len(found) < limit:
-                method, props, body = channel.basic_get(self.names["dead"])
-                if method is None:
-                    break
-                found.append(_dead_item(props, body))
-        finally:
-            channel.close()
-        return found
+        def action(_main: BlockingChannel) -> list[DeadItem]:
+            # A channel of its own: closing it hands every message it took back to the queue.
+            channel = self.connection.channel()
+            found = []
+            try:
+                while len(found) < limit:
+                    method, props, body = channel.basic_get(self.names["dead"])
+                    if method is None:
+                        break
+                    found.append(_dead_item(props, body))
+            finally:
+                channel.close()
+            return found
+
+        return self._on_channel(action)
 
     def purge(self) -> None:
-        for name in self.names.values():
-            self.channel.queue_delete(name)
+        def action(channel: BlockingChannel) -> None:
+            for name in self.names.values():
+                channel.queue_delete(name)
+
+        self._on_channel(action)
 
     def close(self) -> None:
         if self.connection.is_open:
