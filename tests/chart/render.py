@@ -4,26 +4,54 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "workqueue-job"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 HELMS = {"helm4": ROOT / ".tools" / "bin" / "helm", "helm3": ROOT / ".tools" / "helm3" / "helm"}
 
 
-def render_chart(values: dict | None = None, helm: str = "helm4", name: str = "demo",
-                 namespace: str = "jobs") -> list[dict]:
-    """Every object `helm template` renders; raises CalledProcessError with stderr on failure."""
+def helm(helm_name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run one of the two helm binaries; never raises on a non-zero exit."""
+    return subprocess.run([str(HELMS[helm_name]), *args], capture_output=True, text=True)
+
+
+def template(values: dict | None = None, helm_name: str = "helm4", name: str = "demo",
+             namespace: str = "jobs",
+             files: Sequence[Path] = ()) -> subprocess.CompletedProcess[str]:
+    """`helm template` with ``files`` and then ``values`` (as one more -f file)."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
         yaml.safe_dump(values or {}, file)
         file.flush()
-        out = subprocess.run([str(HELMS[helm]), "template", name, str(CHART), "-f", file.name,
-                              "--namespace", namespace], capture_output=True, text=True,
-                             check=True)
+        flags = [arg for path in [*files, file.name] for arg in ("-f", str(path))]
+        return helm(helm_name, "template", name, str(CHART), *flags, "--namespace", namespace)
+
+
+def render_chart(values: dict | None = None, helm_name: str = "helm4", name: str = "demo",
+                 namespace: str = "jobs", files: Sequence[Path] = ()) -> list[dict]:
+    """Every object `helm template` renders; fails the test with helm's stderr on an error."""
+    out = template(values, helm_name, name, namespace, files)
+    if out.returncode != 0:
+        raise AssertionError(f"helm template failed:\n{out.stderr}")
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
 def by_kind_name(objects: list[dict]) -> dict[tuple[str, str], dict]:
     return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def pod_specs(objects: list[dict]) -> Iterator[tuple[dict, dict]]:
+    """(object, pod spec) for every Pod and every pod template."""
+    for obj in objects:
+        if obj["kind"] == "Pod":
+            yield obj, obj["spec"]
+        elif obj["kind"] in ("Job", "StatefulSet", "Deployment"):
+            yield obj, obj["spec"]["template"]["spec"]
+
+
+def load_values(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}

@@ -1,41 +1,45 @@
-"""The chart renders, validates strictly, and its pieces point at each other."""
+"""Every ci/ values file lints, renders with helm 3 and 4, and validates strictly."""
 
 from __future__ import annotations
 
 import kubernetes_validate
 import pytest
+from kubernetes_validate.utils import latest_version
 
-from render import by_kind_name, render_chart
+from render import CHART, CI_VALUES, helm, render_chart
 
-COMBOS = [(b, m) for b in ("redis", "rabbitmq") for m in ("fine", "coarse")]
-KUBE_VERSIONS = ("1.29.0", "1.33.0")
+# The chart's kubeVersion is >=1.29: its two oldest releases, and the newest the validator knows.
+KUBE_VERSIONS = ("1.29.0", "1.30.0", latest_version())
 
 
-@pytest.mark.parametrize("helm", ["helm3", "helm4"])
-@pytest.mark.parametrize("broker, mode", COMBOS)
-def test_renders_and_validates_strictly(helm, broker, mode):
-    objects = render_chart({"broker": {"type": broker}, "mode": mode}, helm=helm)
+def _validate(objects: list[dict]) -> None:
     for obj in objects:
         for version in KUBE_VERSIONS:
             kubernetes_validate.validate(obj, version, strict=True)
 
 
-@pytest.mark.parametrize("broker, mode", COMBOS)
-def test_wiring(broker, mode):
-    objects = by_kind_name(render_chart({"broker": {"type": broker}, "mode": mode}))
-    job = objects[("Job", "demo-workqueue-job-worker")]
-    pod = job["spec"]["template"]["spec"]
-    env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    # The worker's broker host is the rendered Service's DNS name
-    assert ("Service", "demo-workqueue-job-broker") in objects
-    assert "demo-workqueue-job-broker.jobs.svc:" in env["WORKQUEUE_BROKER_URL"]["value"]
-    # The password comes from the rendered Secret
-    ref = env["WORKQUEUE_BROKER_PASSWORD"]["valueFrom"]["secretKeyRef"]
-    assert ref["key"] in objects[("Secret", ref["name"])]["data"]
-    # coarse: completions = number of tasks; fine: unset
-    tasks = 12
-    assert job["spec"].get("completions") == (tasks if mode == "coarse" else None)
-    # restricted Pod Security essentials
-    ctx = pod["containers"][0]["securityContext"]
-    assert ctx["runAsNonRoot"] and not ctx["allowPrivilegeEscalation"]
-    assert ctx["capabilities"]["drop"] == ["ALL"] and pod["automountServiceAccountToken"] is False
+def test_ci_folder_covers_every_combination():
+    names = {path.name for path in CI_VALUES}
+    expected = {f"{b}-{m}-{w}-{s}-values.yaml" for b in ("redis", "rabbitmq")
+                for m in ("fine", "coarse") for w in ("bundled", "external")
+                for s in ("tasks", "tasksfrom")}
+    assert expected <= names
+
+
+@pytest.mark.parametrize("helm_name", ["helm3", "helm4"])
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem.removesuffix("-values"))
+def test_ci_values_lint_render_and_validate(helm_name, values_file):
+    lint = helm(helm_name, "lint", "--strict", str(CHART), "-f", str(values_file))
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    objects = render_chart(helm_name=helm_name, files=[values_file])
+    assert sorted(o["metadata"]["name"] for o in objects if o["kind"] == "Job") == [
+        "demo-workqueue-job-seeder", "demo-workqueue-job-worker"]
+    _validate(objects)
+
+
+@pytest.mark.parametrize("helm_name", ["helm3", "helm4"])
+def test_no_values_is_a_complete_demo(helm_name):
+    objects = render_chart(helm_name=helm_name)
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds.count("Job") == 2 and "StatefulSet" in kinds and "Secret" in kinds
+    _validate(objects)

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Callable
 
 from .broker import Broker, Consumer, DeadItem, Delivery, Outcome, Status
-from .brokers import connect
+from .brokers import connect, password_from_env
 from .errors import TaskFailed, WorkqueueError
 from .handlers import FunctionHandler
 from .message import Item
@@ -35,14 +35,15 @@ def run_worker(func: Callable[[Item], object], broker: Broker | None = None,
                config: WorkerConfig | None = None) -> int:
     """Consume the queue with ``func`` until drained; returns the exit code to use.
 
-    Without ``broker``, connects from WORKQUEUE_BROKER_URL, WORKQUEUE_BROKER_PASSWORD and
-    WORKQUEUE_QUEUE. SIGTERM stops it gracefully when called from the main thread.
+    Without ``broker``, connects from WORKQUEUE_BROKER_URL, WORKQUEUE_BROKER_PASSWORD (or
+    WORKQUEUE_BROKER_PASSWORD_FILE) and WORKQUEUE_QUEUE. SIGTERM stops it gracefully when
+    called from the main thread.
     """
     own = broker is None
     if broker is None:
         broker = connect(os.environ["WORKQUEUE_BROKER_URL"],
                          os.environ.get("WORKQUEUE_QUEUE", "tasks"),
-                         os.environ.get("WORKQUEUE_BROKER_PASSWORD"))
+                         password_from_env())
     runner = Runner(broker, FunctionHandler(func), config or WorkerConfig())
     # Outside the main thread signal() raises ValueError; the caller then handles shutdown.
     with contextlib.suppress(ValueError):

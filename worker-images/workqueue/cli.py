@@ -1,8 +1,8 @@
 """`workqueue` command line: seed, work, status, run-local, purge.
 
 Connection settings come from flags or, as in the chart's pods, from the environment:
-WORKQUEUE_BROKER_URL, WORKQUEUE_BROKER_PASSWORD (never a flag: flags show in `ps`),
-WORKQUEUE_QUEUE.
+WORKQUEUE_BROKER_URL, WORKQUEUE_BROKER_PASSWORD or WORKQUEUE_BROKER_PASSWORD_FILE (never a flag:
+flags show in `ps`), WORKQUEUE_QUEUE.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from . import defaults
-from .brokers import connect
+from .brokers import connect, password_from_env
 from .errors import ConfigError, WorkqueueError
 from .handlers import CommandHandler
 from .local import LocalRun, run_local
@@ -62,7 +62,9 @@ def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True)
     parser.add_argument("--broker-url", default=_env("BROKER_URL"),
                         help="redis://HOST:PORT/DB or amqp://USER@HOST:PORT/VHOST "
                              "(env WORKQUEUE_BROKER_URL); the password comes from "
-                             "WORKQUEUE_BROKER_PASSWORD" + ("" if url_required else
+                             "WORKQUEUE_BROKER_PASSWORD or the file named in "
+                             "WORKQUEUE_BROKER_PASSWORD_FILE"
+                             + ("" if url_required else
                              "; without it a private redis-server is started"))
     parser.add_argument("--queue", default=_env("QUEUE", defaults.QUEUE_NAME),
                         help="queue name (env WORKQUEUE_QUEUE; default %(default)s)")
@@ -154,7 +156,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 def _open(args: argparse.Namespace):
     if not args.broker_url:
         raise ConfigError("no broker given: set WORKQUEUE_BROKER_URL or pass --broker-url")
-    return connect(args.broker_url, args.queue, os.environ.get("WORKQUEUE_BROKER_PASSWORD"),
+    return connect(args.broker_url, args.queue, password_from_env(),
                    args.connect_timeout)
 
 
@@ -215,7 +217,7 @@ def cmd_run_local(args: argparse.Namespace) -> int:
                    mode=args.mode, queue=args.queue, worker_args=worker_args,
                    fail_on_dead=args.on_dead == "fail", verbose=args.verbose)
     CommandHandler(run.command)
-    return run_local(run, args.broker_url, os.environ.get("WORKQUEUE_BROKER_PASSWORD"))
+    return run_local(run, args.broker_url, password_from_env())
 
 
 def cmd_purge(args: argparse.Namespace) -> int:

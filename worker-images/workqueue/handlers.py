@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from .brokers import PASSWORD_ENV
 from .errors import ConfigError, TaskFailed
 from .message import Item
 
@@ -42,12 +43,14 @@ class CommandHandler:
                 f"command not found: {argv[0]!r}; install it in the image or give its full path"
             )
         self.argv = list(argv)
+        # The user's program needs the task, not the queue's credentials.
+        self._env = {k: v for k, v in os.environ.items() if k not in PASSWORD_ENV}
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
     def run(self, item: Item) -> None:
         argv = [arg.replace(PLACEHOLDER, item.payload) for arg in self.argv]
-        env = {**os.environ, "WORKQUEUE_PAYLOAD": item.payload, "WORKQUEUE_ITEM_ID": item.id,
+        env = {**self._env, "WORKQUEUE_PAYLOAD": item.payload, "WORKQUEUE_ITEM_ID": item.id,
                "WORKQUEUE_ATTEMPT": str(item.attempt)}
         with self._lock:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -3,18 +3,25 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Object name prefix: fullnameOverride, the release name if it holds the chart name, else release-chart. */}}
+{{/*
+Object name prefix: fullnameOverride, the release name if it holds the chart name, else
+release-chart. Cut to 45 characters, not the usual 63, so that every component's name stays
+distinct and valid: a StatefulSet name must leave room for its pods' revision-hash label (52),
+and "<prefix>-broker-client" is a label key (63).
+*/}}
 {{- define "workqueue-job.fullname" -}}
+{{- $prefix := "" }}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- $prefix = .Values.fullnameOverride }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- $prefix = .Release.Name }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- $prefix = printf "%s-%s" .Release.Name $name }}
 {{- end }}
 {{- end }}
+{{- $prefix | trunc 45 | trimSuffix "-" }}
 {{- end }}
 
 {{/* name-version for the helm.sh/chart label. */}}
@@ -22,9 +29,9 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Per-component names: fullname plus the component, cut to 63 characters. */}}
+{{/* Per-component names: fullname plus the component (at most 52 characters). */}}
 {{- define "workqueue-job.componentName" -}}
-{{- printf "%s-%s" (include "workqueue-job.fullname" .context) .component | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" (include "workqueue-job.fullname" .context) .component }}
 {{- end }}
 {{- define "workqueue-job.broker.fullname" -}}
 {{- include "workqueue-job.componentName" (dict "context" . "component" "broker") }}
@@ -134,13 +141,31 @@ capabilities:
 {{- define "workqueue-job.brokerEnv" -}}
 - name: WORKQUEUE_BROKER_URL
   value: {{ include "workqueue-job.broker.url" . | quote }}
-- name: WORKQUEUE_BROKER_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "workqueue-job.broker.secretName" . }}
-      key: {{ .Values.broker.auth.passwordKey }}
+- name: WORKQUEUE_BROKER_PASSWORD_FILE
+  value: {{ include "workqueue-job.brokerAuthDir" . }}/password
 - name: WORKQUEUE_QUEUE
   value: {{ include "workqueue-job.queue" . | quote }}
+{{- end }}
+
+{{/* Where pods find the broker password: a file, so it stays out of every child's environment. */}}
+{{- define "workqueue-job.brokerAuthDir" -}}/var/run/secrets/workqueue{{- end }}
+
+{{/* The broker Secret as a volume holding one file, "password" (readable through fsGroup). */}}
+{{- define "workqueue-job.brokerAuthVolume" -}}
+- name: broker-auth
+  secret:
+    secretName: {{ include "workqueue-job.broker.secretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.broker.auth.passwordKey }}
+        path: password
+{{- end }}
+
+{{/* Mount for brokerAuthVolume. */}}
+{{- define "workqueue-job.brokerAuthMount" -}}
+- name: broker-auth
+  mountPath: {{ include "workqueue-job.brokerAuthDir" . }}
+  readOnly: true
 {{- end }}
 
 {{/* UID of the runtime image's user (see worker-images/Dockerfile). */}}
@@ -149,6 +174,10 @@ capabilities:
 {{/* The broker's data claim when persistence is on (a StatefulSet volumeClaimTemplate). */}}
 {{- define "workqueue-job.broker.volumeClaim" -}}
 {{- if .Values.broker.persistence.enabled }}
+# The claim goes with the release: `helm uninstall` leaves nothing behind.
+persistentVolumeClaimRetentionPolicy:
+  whenDeleted: Delete
+  whenScaled: Retain
 volumeClaimTemplates:
   - metadata:
       name: data

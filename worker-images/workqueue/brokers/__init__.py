@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 from ..broker import Broker
 from ..errors import ConfigError
+
+PASSWORD_ENV = ("WORKQUEUE_BROKER_PASSWORD", "WORKQUEUE_BROKER_PASSWORD_FILE")
+"""The broker password, or a file holding it (as the chart mounts it: Secrets as files do not
+leak into the environment of every process the worker starts)."""
 
 SCHEMES = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq"}
 
@@ -27,3 +32,20 @@ def connect(url: str, queue: str, password: str | None = None,
     from .rabbitmq import RabbitMQBroker
 
     return RabbitMQBroker(url, queue, password, connect_timeout)
+
+
+def password_from_env() -> str | None:
+    """The broker password from WORKQUEUE_BROKER_PASSWORD, else from the file named by
+    WORKQUEUE_BROKER_PASSWORD_FILE (one trailing newline dropped), else None."""
+    value, path = (os.environ.get(name) for name in PASSWORD_ENV)
+    if value or not path:
+        return value or None
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the broker password from {path} (WORKQUEUE_BROKER_PASSWORD_FILE): "
+            f"{getattr(exc, 'strerror', None) or exc}; mount the Secret there or unset the variable"
+        ) from None
+    return text.removesuffix("\n").removesuffix("\r")

@@ -68,7 +68,7 @@ class RabbitMQBroker(Broker):
             except (amqp.ProbableAuthenticationError, amqp.AuthenticationError) as exc:
                 raise BrokerAuthError(
                     f"{self.server} refused user {self.params.credentials.username!r}: check "
-                    "WORKQUEUE_BROKER_PASSWORD (in the chart, the broker Secret)"
+                    "WORKQUEUE_BROKER_PASSWORD(_FILE) (in the chart, the broker Secret)"
                 ) from exc
             except amqp.ProbableAccessDeniedError as exc:
                 raise BrokerAuthError(

@@ -57,13 +57,14 @@ class RedisBroker(Broker):
             self.client.ping()
         except redis.AuthenticationError as exc:
             raise BrokerAuthError(
-                f"{self.server} refused the password: check WORKQUEUE_BROKER_PASSWORD "
+                f"{self.server} refused the password: check WORKQUEUE_BROKER_PASSWORD(_FILE) "
                 "(in the chart, the broker Secret)"
             ) from exc
         except redis.ResponseError as exc:
             if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
                 raise BrokerAuthError(
-                    f"{self.server} wants a password: set WORKQUEUE_BROKER_PASSWORD"
+                    f"{self.server} wants a password: set WORKQUEUE_BROKER_PASSWORD "
+                    "or WORKQUEUE_BROKER_PASSWORD_FILE"
                 ) from exc
             raise
 
