@@ -1,0 +1,139 @@
+"""`python -m generator TASKS`: chart values for a task list, on stdout or in -o FILE."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .chart import DEFAULT_CHART
+from .errors import GeneratorError
+from .plan import INLINE_MAX_BYTES, Options, Result, generate
+
+EXAMPLES = """\
+examples:
+  python -m generator tasks.txt > values.yaml
+  helm install myjob charts/workqueue-job -f values.yaml
+
+  # one pod per task, on RabbitMQ, with your image and program ({} becomes the task)
+  python -m generator frames.txt --mode coarse --broker rabbitmq \\
+      --image registry.example/render:1.4 --command "render --frame {}" -o values.yaml
+
+  # JSON Lines (each line one JSON value) from stdin
+  generate-params | python -m generator - --parallelism 20 -o values.yaml
+
+Input: one task per line; blank lines and # comments are skipped. Files ending in .jsonl or
+.ndjson hold one JSON value per line. Lists too big for a Helm release are written to a
+ConfigMap manifest (NAME-tasks.yaml) to apply first; the exact commands are printed.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small; use 1 or more")
+    return value
+
+
+def _command(text: str) -> list[str]:
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split {text!r} into words: {exc}") from None
+    if not argv:
+        raise argparse.ArgumentTypeError("the command is empty; give the program to run per task")
+    return argv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m generator", description="Render workqueue-job chart values from a task "
+        "list.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tasks", help="task file (text, or .jsonl), or - for stdin")
+    parser.add_argument("--broker", choices=("redis", "rabbitmq"),
+                        help="queue broker (chart default: redis)")
+    parser.add_argument("--mode", choices=("fine", "coarse"),
+                        help="fine: workers drain the queue; coarse: one pod per task "
+                             "(chart default: fine)")
+    parser.add_argument("--parallelism", type=_positive_int,
+                        help="worker pods at once (chart default: 2)")
+    parser.add_argument("--image", help="worker image REPOSITORY[:TAG] (chart default: "
+                                        "workqueue-job:<appVersion>)")
+    parser.add_argument("--command", type=_command,
+                        help="program run per task, as a shell-style string; the task arrives "
+                             "on stdin, in $WORKQUEUE_PAYLOAD and in place of {} (chart default: "
+                             "echo \"Working on ...\"; sleep 2)")
+    parser.add_argument("--max-attempts", type=_positive_int,
+                        help="runs of a task before it is dead-lettered (chart default: 3)")
+    parser.add_argument("--name", default="myjob",
+                        help="Helm release name; names the task ConfigMaps (default %(default)s)")
+    parser.add_argument("-o", "--output", type=Path, help="values file to write (default stdout)")
+    parser.add_argument("--tasks-manifest", type=Path,
+                        help="where to write the ConfigMaps of a big list (default "
+                             "NAME-tasks.yaml next to the output)")
+    parser.add_argument("--inline-max-bytes", type=_positive_int, default=INLINE_MAX_BYTES,
+                        help="largest task list kept inline in the values (default %(default)s)")
+    parser.add_argument("--chart", type=Path, default=DEFAULT_CHART,
+                        help="the chart to check the values against (default: this checkout's)")
+    return parser
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(tasks=args.tasks, name=args.name, broker=args.broker, mode=args.mode,
+                   parallelism=args.parallelism, image=args.image, command=args.command,
+                   max_attempts=args.max_attempts, output=args.output,
+                   tasks_manifest=args.tasks_manifest, inline_max_bytes=args.inline_max_bytes,
+                   chart=args.chart)
+
+
+def _write_values(result: Result, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(result.values)
+        return
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        tmp.write_text(result.values, encoding="utf-8")
+        tmp.replace(output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if result.manifest:
+            result.manifest.unlink(missing_ok=True)
+        raise GeneratorError(f"cannot write {output}: {exc.strerror}") from None
+
+
+def _report(result: Result, options: Options) -> None:
+    values = str(options.output) if options.output else "values.yaml"
+    if not result.config_maps:
+        print(f"generator: {result.count} tasks, inline in the values", file=sys.stderr)
+        return
+    selector = f"app.kubernetes.io/instance={options.name},app.kubernetes.io/component=tasks"
+    print(f"generator: {result.count} tasks are too many for a Helm release; they are in "
+          f"{len(result.config_maps)} ConfigMaps in {result.manifest}.\n"
+          "Apply them first, in the namespace you install into, then install:\n"
+          f"  kubectl apply --server-side -f {result.manifest}\n"
+          f"  helm install {options.name} {os.path.relpath(options.chart)} "
+          f"-f {values}\n"
+          f"Remove them after `helm uninstall`:\n"
+          f"  kubectl delete configmap -l {selector}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = _options(args)
+    try:
+        result = generate(options)
+        _write_values(result, options.output)
+    except GeneratorError as exc:
+        print(f"generator: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("generator: interrupted; nothing written", file=sys.stderr)
+        return 130
+    _report(result, options)
+    return 0

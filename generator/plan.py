@@ -1,0 +1,218 @@
+"""From a task list and options to chart values (and, for big lists, ConfigMap chunks)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from workqueue.errors import TaskSourceError
+from workqueue.taskfile import iter_tasks
+
+from .chart import DEFAULT_CHART, Chart, load_chart, schema_errors
+from .chunks import iter_chunks, write_chunks
+from .errors import GeneratorError
+from .yamltext import yaml_string
+
+INLINE_MAX_BYTES = 256 * 1024
+"""Tasks up to this size (as YAML) go inline. Helm stores a release, values and rendered
+manifest together, gzipped, in one Secret capped at 1 MiB, and the tasks appear in both."""
+
+RELEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
+
+# Where each option lands in the values, to name the flag when the schema rejects it.
+FLAGS = {"mode": "--mode", "broker.type": "--broker", "worker.parallelism": "--parallelism",
+         "worker.command": "--command", "worker.maxAttempts": "--max-attempts",
+         "image.repository": "--image", "image.tag": "--image"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to generate. None means "the chart's default"."""
+
+    tasks: str
+    name: str = "myjob"
+    broker: str | None = None
+    mode: str | None = None
+    parallelism: int | None = None
+    image: str | None = None
+    command: list[str] | None = None
+    max_attempts: int | None = None
+    output: Path | None = None
+    tasks_manifest: Path | None = None
+    inline_max_bytes: int = INLINE_MAX_BYTES
+    chart: Path = DEFAULT_CHART
+
+
+@dataclass
+class Result:
+    """What was generated: the values text, the task count, and the chunk ConfigMaps if any."""
+
+    values: str
+    count: int
+    config_maps: list[str] = field(default_factory=list)
+    manifest: Path | None = None
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("generator", "templates"), undefined=StrictUndefined,
+                      keep_trailing_newline=True, autoescape=False)
+    env.filters["yaml_string"] = yaml_string
+    return env
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    repository, _, tag = image.rpartition(":")
+    if not repository or "/" in tag:
+        return image, ""
+    return repository, tag
+
+
+def _manifest_path(options: Options) -> Path:
+    if options.tasks_manifest:
+        return options.tasks_manifest
+    folder = options.output.parent if options.output else Path.cwd()
+    return folder / f"{options.name}-tasks.yaml"
+
+
+def _checked_tasks(path: str) -> Iterator[str]:
+    try:
+        yield from iter_tasks(path)
+    except TaskSourceError as exc:
+        raise GeneratorError(str(exc)) from None
+
+
+class _AtomicFile:
+    """A file written under a temporary name and renamed into place only on success."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        try:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        except OSError as exc:
+            raise GeneratorError(f"cannot write to {target.parent}: {exc.strerror}") from None
+        self.tmp = Path(tmp)
+        self.file = os.fdopen(fd, "w", encoding="utf-8")
+
+    def commit(self) -> None:
+        self.file.close()
+        # mkstemp makes the file private; give it the mode any new file would get.
+        umask = os.umask(0)
+        os.umask(umask)
+        self.tmp.chmod(0o666 & ~umask)
+        self.tmp.replace(self.target)
+
+    def discard(self) -> None:
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+def generate(options: Options) -> Result:
+    """Read the tasks, build the values, check them against the chart's schema, and write the
+    chunk manifest (if the list is too big to inline). Raises GeneratorError, writing nothing."""
+    if not RELEASE_NAME.match(options.name):
+        raise GeneratorError(
+            f"--name {options.name!r} is not a valid Helm release name: use up to 53 lowercase "
+            "letters, digits and '-', starting and ending with a letter or digit"
+        )
+    chart = load_chart(options.chart)
+    env = _environment()
+    tasks = _checked_tasks(options.tasks)
+    inline: list[str] = []
+    size = 0
+    for task in tasks:
+        inline.append(task)
+        size += len(yaml_string(task)) + 5
+        if size > options.inline_max_bytes:
+            break
+    else:
+        if not inline:
+            raise GeneratorError(
+                f"{options.tasks}: no tasks found (only blank lines or # comments); add one task "
+                "per line"
+            )
+        return _finish(options, chart, env, inline, len(inline), [], None)
+
+    manifest = _AtomicFile(_manifest_path(options))
+    try:
+        counted = _Counter(itertools.chain(inline, tasks))
+        names = write_chunks(env, manifest.file, options.name, iter_chunks(iter(counted)))
+        result = _finish(options, chart, env, [], counted.count, names, manifest.target)
+        manifest.commit()
+    except BaseException:
+        manifest.discard()
+        raise
+    return result
+
+
+class _Counter:
+    def __init__(self, items: Iterator[str]) -> None:
+        self.items, self.count = items, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for item in self.items:
+            self.count += 1
+            yield item
+
+
+def _values(options: Options, chart: Chart, tasks: list[str], count: int,
+            config_maps: list[str]) -> dict[str, Any]:
+    defaults = chart.defaults
+    repository, tag = _split_image(options.image) if options.image else (
+        defaults["image"]["repository"], defaults["image"]["tag"] or chart.app_version)
+    values: dict[str, Any] = {
+        "mode": options.mode or defaults["mode"],
+        "broker": {"type": options.broker or defaults["broker"]["type"]},
+        "image": {"repository": repository, "tag": tag or chart.app_version},
+        "worker": {
+            "command": options.command if options.command is not None
+            else defaults["worker"]["command"],
+            "parallelism": options.parallelism if options.parallelism is not None
+            else defaults["worker"]["parallelism"],
+            "maxAttempts": options.max_attempts if options.max_attempts is not None
+            else defaults["worker"]["maxAttempts"],
+        },
+    }
+    if config_maps:
+        values["tasks"] = []
+        values["tasksFrom"] = {"configMaps": config_maps, "count": count}
+    else:
+        values["tasks"] = tasks
+    return values
+
+
+def _check(chart: Chart, values: dict[str, Any]) -> None:
+    errors = schema_errors(chart, values)
+    if errors:
+        path, message = errors[0]
+        flag = FLAGS.get(path)
+        where = f"{flag} (chart value {path})" if flag else f"chart value {path or '(top)'}"
+        raise GeneratorError(f"{where}: {message}; see --help for what it accepts")
+
+
+def _finish(options: Options, chart: Chart, env: Environment, tasks: list[str], count: int,
+            config_maps: list[str], manifest: Path | None) -> Result:
+    values = _values(options, chart, tasks, count, config_maps)
+    _check(chart, values)
+    text = env.get_template("values.yaml.j2").render(
+        source=options.tasks if options.tasks != "-" else "stdin", name=options.name,
+        manifest=manifest.name if manifest else None, count=count, config_maps=config_maps,
+        tasks=tasks, mode=values["mode"], broker=values["broker"]["type"],
+        image_repository=values["image"]["repository"], image_tag=values["image"]["tag"],
+        command=values["worker"]["command"], parallelism=values["worker"]["parallelism"],
+        max_attempts=values["worker"]["maxAttempts"])
+    # What is written must be what was checked: parse it back.
+    if yaml.safe_load(text) != values:
+        raise GeneratorError("internal error: the rendered values do not read back as built; "
+                             "please report this with the task file")
+    return Result(text, count, config_maps, manifest)
