@@ -9,7 +9,7 @@ PYTEST := .venv/bin/pytest
 HELM3 := $(TOOLS)/helm3/helm
 CHART := charts/workqueue-job
 
-.PHONY: help setup lint test test-unit test-integration demo e2e clean
+.PHONY: help setup lint test test-unit demo images e2e bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,8 +33,11 @@ demo: setup ## Run a sample job locally: private Redis, the real seeder, 4 worke
 	$(PYTHON) -m workqueue run-local --tasks examples/tasks.txt --parallelism 4 -- \
 	  sh -c 'echo "Working on $$WORKQUEUE_PAYLOAD"; sleep 0.5'
 
+images: setup ## Build the runtime image workqueue-job:<appVersion> (wheels built on the host)
+	@bash scripts/build-image.sh
+
 e2e: setup ## Deploy to kind (or the cluster in KUBECONFIG) and run every broker x mode
 	$(PYTEST) -q tests/e2e
 
 clean: ## Remove .venv, .tools and caches
-	rm -rf .venv .tools .pytest_cache .ruff_cache .hypothesis
+	rm -rf .venv .tools .pytest_cache .ruff_cache .hypothesis dist
