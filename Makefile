@@ -37,7 +37,7 @@ images: setup ## Build the runtime image workqueue-job:<appVersion> (wheels buil
 	@bash scripts/build-image.sh
 
 e2e: setup ## Deploy to kind (or the cluster in KUBECONFIG) and run every broker x mode
-	$(PYTEST) -q tests/e2e
+	$(PYTEST) -s -q -rs tests/e2e
 
 clean: ## Remove .venv, .tools and caches
 	rm -rf .venv .tools .pytest_cache .ruff_cache .hypothesis dist
