@@ -39,5 +39,8 @@ images: setup ## Build the runtime image workqueue-job:<appVersion> (wheels buil
 e2e: setup ## Deploy to kind (or the cluster in KUBECONFIG) and run every broker x mode
 	$(PYTEST) -s -q -rs tests/e2e
 
+bench: setup ## Throughput, seeding, generator and memory vs the docs' protocols (~6 min)
+	$(PYTHON) -m bench --write docs/benchmarks.md
+
 clean: ## Remove .venv, .tools and caches
 	rm -rf .venv .tools .pytest_cache .ruff_cache .hypothesis dist

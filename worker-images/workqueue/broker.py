@@ -91,6 +91,10 @@ class Consumer(ABC):
     def ack(self, delivery: Delivery) -> Outcome:
         """Record the item as done (DONE), unless our lease was lost (LOST)."""
 
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """``ack`` for several items, in one round trip where the broker allows it."""
+        return [self.ack(delivery) for delivery in deliveries]
+
     @abstractmethod
     def fail(self, delivery: Delivery, error: str, max_attempts: int) -> Outcome:
         """Retry the item (RETRY) or dead-letter it after ``max_attempts`` runs (DEAD)."""

@@ -33,6 +33,8 @@ EXIT_DEAD = 3
 podFailurePolicy turns this exit code into a failed Job at once)."""
 EXIT_STOPPED = 143
 """Stopped by SIGTERM before the queue was drained: never 0, or a Job would count a success."""
+ACK_FLUSH_SECONDS = 1.0
+"""Longest a finished item waits to be recorded while its batch goes on."""
 
 
 @dataclass(frozen=True)
@@ -124,39 +126,65 @@ class Runner:
             consumer.close()
 
     def _work(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
-        for index, delivery in enumerate(deliveries):
-            stop_now = self._stop.is_set() or (
-                self.config.mode == "coarse" and self.tally.settled > 0)
-            if stop_now:
-                consumer.release(deliveries[index:])
-                return
-            held = deliveries[index:]
-            item = delivery.item
-            result = run_with_heartbeat(
-                lambda item=item: self.handler.run(item),
-                beat=lambda held=held: consumer.keep_alive(held),
-                interval=self.config.lease_seconds / HEARTBEAT_FRACTION,
-                stop_deadline=lambda: self._stop_deadline,
-                cancel=self.handler.cancel,
-            )
-            if result.cancelled:
-                log.info("item %s stopped for shutdown; returning it to the queue", item.id)
-                consumer.release(deliveries[index:])
-                return
-            self._settle(consumer, delivery, result.error)
-
-    def _settle(self, consumer: Consumer, delivery: Delivery, error: str | None) -> None:
-        item = delivery.item
+        # Successes are recorded together, in one round trip per batch (or per second of work
+        # for slow items): a crash re-runs at most those, which leases allow anyway.
+        done: list[Delivery] = []
+        first_done = 0.0
         try:
-            if error is None:
-                outcome = consumer.ack(delivery)
-            else:
-                outcome = consumer.fail(delivery, error,
-                                        self.config.max_attempts)
+            for index, delivery in enumerate(deliveries):
+                stop_now = self._stop.is_set() or (
+                    self.config.mode == "coarse" and self.tally.settled > 0)
+                if stop_now:
+                    consumer.release(deliveries[index:])
+                    return
+                held = [*done, *deliveries[index:]]
+                item = delivery.item
+                result = run_with_heartbeat(
+                    lambda item=item: self.handler.run(item),
+                    beat=lambda held=held: consumer.keep_alive(held),
+                    interval=self.config.lease_seconds / HEARTBEAT_FRACTION,
+                    stop_deadline=lambda: self._stop_deadline,
+                    cancel=self.handler.cancel,
+                )
+                if result.cancelled:
+                    log.info("item %s stopped for shutdown; returning it to the queue", item.id)
+                    consumer.release(deliveries[index:])
+                    return
+                if result.error is not None:
+                    self._fail(consumer, delivery, result.error)
+                    continue
+                if not done:
+                    first_done = time.monotonic()
+                done.append(delivery)
+                if time.monotonic() - first_done >= ACK_FLUSH_SECONDS:
+                    self._ack(consumer, done)
+                    done = []
+        finally:
+            self._ack(consumer, done)
+
+    def _ack(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        try:
+            outcomes = consumer.ack_many(deliveries)
+        except ConnectionLost:
+            log.warning("%d result(s) not recorded (connection lost); those items will run "
+                        "again", len(deliveries))
+            return
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            self._record(delivery, outcome, None)
+
+    def _fail(self, consumer: Consumer, delivery: Delivery, error: str) -> None:
+        try:
+            outcome = consumer.fail(delivery, error, self.config.max_attempts)
         except ConnectionLost:
             log.warning("item %s: result not recorded (connection lost); it will run again",
-                        item.id)
+                        delivery.item.id)
             return
+        self._record(delivery, outcome, error)
+
+    def _record(self, delivery: Delivery, outcome: Outcome, error: str | None) -> None:
+        item = delivery.item
         self.tally.add(outcome)
         if outcome is Outcome.RETRY:
             log.warning("item %s failed (attempt %d of %d): %s; will retry", item.id,

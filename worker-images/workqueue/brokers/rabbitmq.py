@@ -335,14 +335,19 @@ class _RabbitConsumer(Consumer):
         return resolved >= self.total
 
     def ack(self, delivery: Delivery) -> Outcome:
-        def action() -> Outcome:
-            self.channel.basic_publish("", self.broker.names["done"], delivery.item.id,
-                                       pika.BasicProperties(delivery_mode=PERSISTENT))
-            self.channel.basic_ack(delivery.handle)
-            self.channel.tx_commit()
-            return Outcome.DONE
+        return self.ack_many([delivery])[0]
 
-        return self._settle(action)
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        # One transaction: every receipt and every ack land together, or none do.
+        def action() -> list[Outcome]:
+            for delivery in deliveries:
+                self.channel.basic_publish("", self.broker.names["done"], delivery.item.id,
+                                           pika.BasicProperties(delivery_mode=PERSISTENT))
+                self.channel.basic_ack(delivery.handle)
+            self.channel.tx_commit()
+            return [Outcome.DONE] * len(deliveries)
+
+        return self._settle(action) if deliveries else []
 
     def fail(self, delivery: Delivery, error: str, max_attempts: int) -> Outcome:
         item = delivery.item

@@ -158,8 +158,13 @@ class _RedisConsumer(Consumer):
         ])
 
     def ack(self, delivery: Delivery) -> Outcome:
-        (ok,) = self.broker.run("ack", self.worker, delivery.item.id)
-        return Outcome.DONE if ok else Outcome.LOST
+        return self.ack_many([delivery])[0]
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        if not deliveries:
+            return []
+        done = self.broker.run("ack", self.worker, *(d.item.id for d in deliveries))
+        return [Outcome.DONE if ok else Outcome.LOST for ok in done]
 
     def fail(self, delivery: Delivery, error: str, max_attempts: int) -> Outcome:
         return Outcome(self.broker.run("nack", self.worker, max_attempts, delivery.item.id, error))
