@@ -82,7 +82,11 @@ class Bench:
     def task_file(self, count: int) -> Path:
         path = self.tmp / f"tasks-{count}.txt"
         if not path.exists():
-            path.write_text("".join(f"s3://bucket/frames/{i:07d}.exr\n" for i in range(count)))
+            # Written line by line: a big string here would swell this process, and children
+            # forked from it report its peak RSS as theirs.
+            with path.open("w") as out:
+                for i in range(count):
+                    out.write(f"s3://bucket/frames/{i:07d}.exr\n")
         return path
 
     def seeded_queue(self, kind: str, count: int) -> str:

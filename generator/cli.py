@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from workqueue.cli import positive_int
+
 from .chart import DEFAULT_CHART
 from .errors import GeneratorError
 from .plan import INLINE_MAX_BYTES, Options, Result, generate
@@ -31,16 +33,6 @@ ConfigMap manifest (NAME-tasks.yaml) to apply first; the exact commands are prin
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small; use 1 or more")
-    return value
-
-
 def _command(text: str) -> list[str]:
     try:
         argv = shlex.split(text)
@@ -61,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=("fine", "coarse"),
                         help="fine: workers drain the queue; coarse: one pod per task "
                              "(chart default: fine)")
-    parser.add_argument("--parallelism", type=_positive_int,
+    parser.add_argument("--parallelism", type=positive_int,
                         help="worker pods at once (chart default: 2)")
     parser.add_argument("--image", help="worker image REPOSITORY[:TAG] (chart default: "
                                         "workqueue-job:<appVersion>)")
@@ -69,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="program run per task, as a shell-style string; the task arrives "
                              "on stdin, in $WORKQUEUE_PAYLOAD and in place of {} (chart default: "
                              "echo \"Working on ...\"; sleep 2)")
-    parser.add_argument("--max-attempts", type=_positive_int,
+    parser.add_argument("--max-attempts", type=positive_int,
                         help="runs of a task before it is dead-lettered (chart default: 3)")
     parser.add_argument("--name", default="myjob",
                         help="Helm release name; names the task ConfigMaps (default %(default)s)")
@@ -77,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks-manifest", type=Path,
                         help="where to write the ConfigMaps of a big list (default "
                              "NAME-tasks.yaml next to the output)")
-    parser.add_argument("--inline-max-bytes", type=_positive_int, default=INLINE_MAX_BYTES,
+    parser.add_argument("--inline-max-bytes", type=positive_int, default=INLINE_MAX_BYTES,
                         help="largest task list kept inline in the values (default %(default)s)")
     parser.add_argument("--chart", type=Path, default=DEFAULT_CHART,
                         help="the chart to check the values against (default: this checkout's)")

@@ -81,3 +81,12 @@ def test_poison_task_is_dead_lettered(broker, server_for, tmp_path, on_dead, exp
     status = broker.status()
     assert (status.done, status.dead, status.retried) == (49, 1, 2)
     assert expected_exit in job.exit_codes
+
+
+def test_large_seed_batches_are_accepted(broker, tmp_path):
+    # Redis's Lua unpack() fails beyond ~8,000 values; the script pushes in slices.
+    tasks = write_tasks(tmp_path / "t.txt", 12_000)
+    report = seed(broker, str(tmp_path / "t.txt"), batch_size=10_000)
+    status = broker.status()
+    assert report.written == len(tasks) and status.total == len(tasks)
+    assert status.pending == len(tasks)

@@ -34,7 +34,8 @@ examples:
 """
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1, with a message that says so."""
     try:
         value = int(text)
     except ValueError:
@@ -77,13 +78,13 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default=_env("MODE", "fine"),
                         help="fine: drain the queue; coarse: settle one item and exit "
                              "(env WORKQUEUE_MODE; default %(default)s)")
-    parser.add_argument("--batch-size", type=_positive_int,
+    parser.add_argument("--batch-size", type=positive_int,
                         default=int(_env("BATCH_SIZE", str(defaults.BATCH_SIZE))),
                         help="items leased per round trip in fine mode (default %(default)s)")
     parser.add_argument("--lease-seconds", type=_positive_float,
                         default=float(_env("LEASE_SECONDS", str(defaults.LEASE_SECONDS))),
                         help="lease length; renewed by heartbeats (default %(default)s)")
-    parser.add_argument("--max-attempts", type=_positive_int,
+    parser.add_argument("--max-attempts", type=positive_int,
                         default=int(_env("MAX_ATTEMPTS", str(defaults.MAX_ATTEMPTS))),
                         help="runs of an item before it is dead-lettered (default %(default)s)")
     parser.add_argument("--grace-seconds", type=_positive_float,
@@ -107,10 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task file, folder of *.jsonl chunks, or - for stdin (env WORKQUEUE_TASKS)")
     p.add_argument("--format", choices=FORMATS, default="auto",
                    help="text (one task per line) or jsonl; auto goes by the file name")
-    p.add_argument("--expect-count", type=_positive_int,
+    p.add_argument("--expect-count", type=positive_int,
                    default=int(_env("EXPECT_COUNT", "0")) or None,
                    help="fail unless the source holds exactly this many tasks")
-    p.add_argument("--batch-size", type=_positive_int, default=defaults.SEED_BATCH_SIZE,
+    p.add_argument("--batch-size", type=positive_int, default=defaults.SEED_BATCH_SIZE,
                    help="tasks per atomic write (default %(default)s)")
 
     p = sub.add_parser("work", help="lease and run items until the queue is drained")
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_args(p)
     p.add_argument("--watch", type=_positive_float, metavar="SECONDS",
                    help="print the status every SECONDS until the queue is drained")
-    p.add_argument("--dead", type=_positive_int, metavar="N", help="list up to N dead items")
+    p.add_argument("--dead", type=positive_int, metavar="N", help="list up to N dead items")
     p.add_argument("--require-drained", action="store_true",
                    help="exit 1 unless drained, 3 if anything was dead-lettered (for helm test)")
 
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_args(p, url_required=False)
     _worker_args(p)
     p.add_argument("--tasks", required=True, help="task file (text or .jsonl)")
-    p.add_argument("--parallelism", type=_positive_int, default=2,
+    p.add_argument("--parallelism", type=positive_int, default=2,
                    help="worker processes at once (default %(default)s)")
     p.add_argument("--verbose", action="store_true", help="show each worker's log lines")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")

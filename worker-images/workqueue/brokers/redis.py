@@ -93,6 +93,8 @@ class RedisBroker(Broker):
                     f"queue {self.queue!r} was already seeded from a different task list: use a "
                     "new release name (or `workqueue purge`) to run a different list"
                 ) from exc
+            if "SEEDCURSOR" not in str(exc):
+                raise
             raise WorkqueueError(
                 f"another seeder is writing queue {self.queue!r} ({exc}); run one seeder at a time"
             ) from exc

@@ -11,13 +11,19 @@ end
 if cursor ~= expected then
   return redis.error_reply('SEEDCURSOR cursor is ' .. cursor .. ', expected ' .. expected)
 end
-local ids = {}
+-- Pushed in slices: Lua's unpack() fails beyond a few thousand values.
+local slice, added = {}, 0
 for i = 4, #ARGV, 2 do
   redis.call('HSET', items, ARGV[i], ARGV[i + 1])
-  ids[#ids + 1] = ARGV[i]
+  slice[#slice + 1] = ARGV[i]
+  added = added + 1
+  if #slice == 1000 then
+    redis.call('RPUSH', pending, unpack(slice))
+    slice = {}
+  end
 end
-if #ids > 0 then
-  redis.call('RPUSH', pending, unpack(ids))
+if #slice > 0 then
+  redis.call('RPUSH', pending, unpack(slice))
 end
-redis.call('HSET', state, 'cursor', cursor + #ids, 'fingerprint', fingerprint, 'total', total)
-return cursor + #ids
+redis.call('HSET', state, 'cursor', cursor + added, 'fingerprint', fingerprint, 'total', total)
+return cursor + added
