@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workqueue import WorkerConfig, connect, run_worker, seed
+from workqueue import connect, seed
 from workqueue.local import LocalRedis
 
 from . import baselines
@@ -170,11 +170,10 @@ class Bench:
         env = {**os.environ, "WORKQUEUE_BROKER_URL": url, "WORKQUEUE_BROKER_PASSWORD": password,
                "WORKQUEUE_QUEUE": queue}
         seconds, rss = child([sys.executable, "-m", "workqueue", "work", "--", "true"], env)
-        broker = connect(url, self.seeded_queue("redis", count), password)
+        queue = self.seeded_queue("redis", count)
         start = time.perf_counter()
-        run_worker(lambda item: None, broker, WorkerConfig(poll_seconds=0.05))
+        our_worker(url, password, queue, 1)
         in_process = (time.perf_counter() - start) / count
-        broker.close()
         self.add(Row("Worker process peak RSS (command runner)", f"{rss:.0f} MB", ""))
         # How many times dearer an item is when it spawns a process (this is a cost, not a goal).
         self.add(Row("Cost per item: command runner (spawn `true`) vs in-process Python API",

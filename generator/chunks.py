@@ -48,13 +48,16 @@ def iter_chunks(tasks: Iterator[str]) -> Iterator[list[str]]:
 
 
 def write_chunks(env: Environment, out: TextIO, release: str, chunks: Iterator[list[str]],
-                 ) -> list[str]:
-    """Write one ConfigMap per chunk to ``out`` as a YAML stream; return their names in order."""
+                 ) -> tuple[list[str], int]:
+    """Write one ConfigMap per chunk to ``out`` as a YAML stream; return their names in order
+    and the number of tasks they hold."""
     template = env.get_template("tasks-configmap.yaml.j2")
     names = []
+    count = 0
     for index, lines in enumerate(chunks):
+        count += len(lines)
         name = chunk_name(release, index)
         out.write(template.render(name=name, release=release, key=CHUNK_KEY, index=index,
                                   count=len(lines), lines=lines))
         names.append(name)
-    return names
+    return names, count

@@ -13,7 +13,7 @@ from workqueue.cli import positive_int
 
 from .chart import DEFAULT_CHART
 from .errors import GeneratorError
-from .plan import INLINE_MAX_BYTES, Options, Result, generate
+from .plan import INLINE_MAX_BYTES, AtomicFile, Options, Result, generate
 
 EXAMPLES = """\
 examples:
@@ -88,12 +88,17 @@ def _write_values(result: Result, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(result.values)
         return
-    tmp = output.with_name(f".{output.name}.tmp")
     try:
-        tmp.write_text(result.values, encoding="utf-8")
-        tmp.replace(output)
+        values = AtomicFile(output)
+    except GeneratorError:
+        if result.manifest:
+            result.manifest.unlink(missing_ok=True)
+        raise
+    try:
+        values.file.write(result.values)
+        values.commit()
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        values.discard()
         if result.manifest:
             result.manifest.unlink(missing_ok=True)
         raise GeneratorError(f"cannot write {output}: {exc.strerror}") from None

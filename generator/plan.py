@@ -16,7 +16,7 @@ import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from workqueue.errors import TaskSourceError
-from workqueue.taskfile import iter_tasks
+from workqueue.taskfile import iter_tasks, no_tasks_error
 
 from .chart import DEFAULT_CHART, Chart, load_chart, schema_errors
 from .chunks import iter_chunks, write_chunks
@@ -91,7 +91,7 @@ def _checked_tasks(path: str) -> Iterator[str]:
         raise GeneratorError(str(exc)) from None
 
 
-class _AtomicFile:
+class AtomicFile:
     """A file written under a temporary name and renamed into place only on success."""
 
     def __init__(self, target: Path) -> None:
@@ -137,32 +137,19 @@ def generate(options: Options) -> Result:
             break
     else:
         if not inline:
-            raise GeneratorError(
-                f"{options.tasks}: no tasks found (only blank lines or # comments); add one task "
-                "per line"
-            )
+            raise GeneratorError(str(no_tasks_error(options.tasks)))
         return _finish(options, chart, env, inline, len(inline), [], None)
 
-    manifest = _AtomicFile(_manifest_path(options))
+    manifest = AtomicFile(_manifest_path(options))
     try:
-        counted = _Counter(itertools.chain(inline, tasks))
-        names = write_chunks(env, manifest.file, options.name, iter_chunks(iter(counted)))
-        result = _finish(options, chart, env, [], counted.count, names, manifest.target)
+        names, count = write_chunks(env, manifest.file, options.name,
+                                    iter_chunks(itertools.chain(inline, tasks)))
+        result = _finish(options, chart, env, [], count, names, manifest.target)
         manifest.commit()
     except BaseException:
         manifest.discard()
         raise
     return result
-
-
-class _Counter:
-    def __init__(self, items: Iterator[str]) -> None:
-        self.items, self.count = items, 0
-
-    def __iter__(self) -> Iterator[str]:
-        for item in self.items:
-            self.count += 1
-            yield item
 
 
 def _values(options: Options, chart: Chart, tasks: list[str], count: int,

@@ -86,10 +86,15 @@ def scan_tasks(path: str, fmt: str = "auto") -> TaskScan:
         digest.update(data)
         count += 1
     if count == 0:
-        raise TaskSourceError(
-            f"{path}: no tasks found (only blank lines or # comments); add one task per line"
-        )
+        raise no_tasks_error(path)
     return TaskScan(count, digest.hexdigest())
+
+
+def no_tasks_error(path: str) -> TaskSourceError:
+    """The error for a task source that holds no task at all."""
+    return TaskSourceError(
+        f"{path}: no tasks found (only blank lines or # comments); add one task per line"
+    )
 
 
 def _parse(stream: BinaryIO, name: str, fmt: str) -> Iterator[str]:
