@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 import workqueue
-from render import CI_VALUES, by_kind_name, load_values, pod_specs, render_chart
+from render import CHART, CI_VALUES, by_kind_name, load_values, pod_specs, render_chart
 from workqueue.cli import build_parser
 
 RUNTIME_SOURCE = "\n".join(p.read_text() for p in Path(workqueue.__file__).parent.rglob("*.py"))
 CASES = [None, *CI_VALUES]
+CHART_DEFAULTS = load_values(CHART / "values.yaml")
 
 
 def _case_id(case):
@@ -31,7 +32,7 @@ def _task_count(values: dict) -> int:
     source = values.get("tasksFrom", {})
     if source.get("configMaps"):
         return source["count"]
-    return len(values.get("tasks", [None] * 12))
+    return len(values.get("tasks", CHART_DEFAULTS["tasks"]))
 
 
 def _references(objects: list[dict]):
