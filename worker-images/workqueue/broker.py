@@ -83,6 +83,9 @@ class Fetch:
 class Consumer(ABC):
     """One worker's view of the queue."""
 
+    keep_alive_seconds: float
+    """Longest gap allowed between two ``keep_alive`` calls while items run."""
+
     @abstractmethod
     def fetch(self, count: int) -> Fetch:
         """Lease up to ``count`` items without blocking for long."""
@@ -94,6 +97,12 @@ class Consumer(ABC):
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         """``ack`` for several items, in one round trip where the broker allows it."""
         return [self.ack(delivery) for delivery in deliveries]
+
+    def ack_and_fetch(self, done: Sequence[Delivery],
+                      count: int) -> tuple[list[Outcome], Fetch]:
+        """``ack_many(done)``, then ``fetch(count)``: one round trip where the broker allows it,
+        so that a worker leasing one item at a time pays one round trip per item."""
+        return self.ack_many(done), self.fetch(count)
 
     @abstractmethod
     def fail(self, delivery: Delivery, error: str, max_attempts: int) -> Outcome:

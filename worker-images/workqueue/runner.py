@@ -11,18 +11,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .broker import Broker, Consumer, Delivery, Outcome
+from .broker import Broker, Consumer, Delivery, Fetch, Outcome
 from .defaults import (
     BATCH_SIZE,
     GRACE_SECONDS,
-    HEARTBEAT_FRACTION,
     LEASE_SECONDS,
     MAX_ATTEMPTS,
     POLL_SECONDS,
 )
 from .errors import ConnectionLost
 from .handlers import Handler
-from .heartbeat import run_with_heartbeat
+from .supervisor import Supervisor, run_one
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +102,16 @@ class Runner:
         log.info("worker %s: %s mode on queue %r (batch %d, lease %gs, max attempts %d)",
                  self.worker_id, config.mode, self.broker.queue, batch, config.lease_seconds,
                  config.max_attempts)
+        supervisor = Supervisor(consumer, self.handler, lambda: self._stop_deadline)
+        supervisor.start()
         waiting_logged = False
+        done: list[Delivery] = []
         try:
             while not self._stop.is_set():
-                fetched = consumer.fetch(batch)
+                with supervisor.lock:
+                    fetched = self._ack_and_fetch(consumer, done, batch)
+                    supervisor.leased()
+                done = []
                 if fetched.drained:
                     return self._finish("queue drained")
                 if not fetched.deliveries:
@@ -117,41 +122,57 @@ class Runner:
                     self._stop.wait(config.poll_seconds)
                     continue
                 waiting_logged = False
-                self._work(consumer, fetched.deliveries)
-                if config.mode == "coarse" and self.tally.settled:
-                    return self._finish("settled its one item (coarse mode)")
+                done = self._work(consumer, supervisor, fetched.deliveries)
+                if config.mode == "coarse":
+                    with supervisor.lock:
+                        self._ack(consumer, done)
+                    done = []
+                    if self.tally.settled:
+                        return self._finish("settled its one item (coarse mode)")
             log.info("worker %s: stopped by SIGTERM; %s", self.worker_id, self._summary())
             return EXIT_STOPPED
         finally:
+            supervisor.finish()
+            self._ack(consumer, done)
             consumer.close()
 
-    def _work(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
-        # Successes are recorded together, in one round trip per batch (or per second of work
-        # for slow items): a crash re-runs at most those, which leases allow anyway.
+    def _ack_and_fetch(self, consumer: Consumer, done: list[Delivery], count: int) -> Fetch:
+        """Record the last batch's successes and lease the next batch, together."""
+        if not done:
+            return consumer.fetch(count)
+        try:
+            outcomes, fetched = consumer.ack_and_fetch(done, count)
+        except ConnectionLost:
+            self._not_recorded(len(done))
+            return Fetch()
+        self._record_all(done, outcomes)
+        return fetched
+
+    def _work(self, consumer: Consumer, supervisor: Supervisor,
+              deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Run one batch; returns its successes not yet recorded (the next fetch records them).
+
+        Successes are recorded together, once per batch or per second of work for slow items:
+        a crash re-runs at most those, which leases allow anyway. Failures are recorded as they
+        come, and items not run (stop, cancel) go back to the queue unchanged.
+        """
         done: list[Delivery] = []
         first_done = 0.0
-        try:
-            for index, delivery in enumerate(deliveries):
-                stop_now = self._stop.is_set() or (
-                    self.config.mode == "coarse" and self.tally.settled > 0)
-                if stop_now:
-                    consumer.release(deliveries[index:])
-                    return
-                held = [*done, *deliveries[index:]]
-                item = delivery.item
-                result = run_with_heartbeat(
-                    lambda item=item: self.handler.run(item),
-                    beat=lambda held=held: consumer.keep_alive(held),
-                    interval=self.config.lease_seconds / HEARTBEAT_FRACTION,
-                    stop_deadline=lambda: self._stop_deadline,
-                    cancel=self.handler.cancel,
-                )
-                if result.cancelled:
-                    log.info("item %s stopped for shutdown; returning it to the queue", item.id)
-                    consumer.release(deliveries[index:])
-                    return
-                if result.error is not None:
-                    self._fail(consumer, delivery, result.error)
+        index = 0
+        supervisor.held = lambda: [*done, *deliveries[index:]]
+        while index < len(deliveries) and not self._stop.is_set():
+            delivery = deliveries[index]
+            supervisor.running = True
+            error = run_one(self.handler, delivery)
+            supervisor.running = False
+            if supervisor.cancelled:
+                log.info("item %s stopped for shutdown; returning it to the queue",
+                         delivery.item.id)
+                break
+            index += 1
+            with supervisor.lock:
+                if error is not None:
+                    self._fail(consumer, delivery, error)
                     continue
                 if not done:
                     first_done = time.monotonic()
@@ -159,8 +180,10 @@ class Runner:
                 if time.monotonic() - first_done >= ACK_FLUSH_SECONDS:
                     self._ack(consumer, done)
                     done = []
-        finally:
-            self._ack(consumer, done)
+        if index < len(deliveries):
+            with supervisor.lock:
+                consumer.release(deliveries[index:])
+        return done
 
     def _ack(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -168,11 +191,18 @@ class Runner:
         try:
             outcomes = consumer.ack_many(deliveries)
         except ConnectionLost:
-            log.warning("%d result(s) not recorded (connection lost); those items will run "
-                        "again", len(deliveries))
+            self._not_recorded(len(deliveries))
             return
+        self._record_all(deliveries, outcomes)
+
+    def _record_all(self, deliveries: Sequence[Delivery], outcomes: Sequence[Outcome]) -> None:
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             self._record(delivery, outcome, None)
+
+    @staticmethod
+    def _not_recorded(count: int) -> None:
+        log.warning("%d result(s) not recorded (connection lost); those items will run again",
+                    count)
 
     def _fail(self, consumer: Consumer, delivery: Delivery, error: str) -> None:
         try:

@@ -1,28 +1,28 @@
-"""Running a leased batch in a thread of its own, so that the main thread stays free to renew
-leases, record results and answer SIGTERM while the user's code runs.
+"""The thread that watches the item a worker is running: it renews the leases the worker holds
+and, once a shutdown's grace period is over, stops the item.
 
-One thread per batch, not per item: starting a thread or handing work to one costs about as
-much as a whole no-op item, so short items would spend most of their time on the hand-off.
+Items run in the worker's main thread and this thread only wakes a few times a second, so a
+short item costs no thread hand-off: starting or waking a thread costs about as much as a whole
+no-op item. The worker holds ``lock`` around every call to the broker and this thread holds it
+to renew leases, so the broker connection is never used by two threads at once (pika's is not
+thread-safe) and a renewal never names an item that was just settled.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
 
-from .broker import Delivery
+from .broker import Consumer, Delivery
 from .errors import TaskFailed
 from .handlers import Handler
 
+log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class Finished:
-    """One item's run: ``error`` is None when it succeeded."""
-
-    delivery: Delivery
-    error: str | None
+TICK_SECONDS = 0.2
+"""How often the supervisor looks at the running item."""
 
 
 def run_one(handler: Handler, delivery: Delivery) -> str | None:
@@ -36,32 +36,50 @@ def run_one(handler: Handler, delivery: Delivery) -> str | None:
     return None
 
 
-class BatchThread(threading.Thread):
-    """Runs ``deliveries`` in order and appends each result to ``finished``.
+class Supervisor(threading.Thread):
+    """Renews ``held()`` every ``consumer.keep_alive_seconds`` while an item runs, and cancels
+    the item once ``stop_deadline()`` (a monotonic time, or None) has passed."""
 
-    It starts no new item once ``stop`` is set. After ``cancel()`` the running item's result is
-    dropped: the item was stopped for shutdown, not failed.
-    """
-
-    def __init__(self, handler: Handler, deliveries: Sequence[Delivery],
-                 stop: threading.Event) -> None:
-        super().__init__(daemon=True, name="workqueue-batch")
+    def __init__(self, consumer: Consumer, handler: Handler,
+                 stop_deadline: Callable[[], float | None]) -> None:
+        super().__init__(daemon=True, name="workqueue-supervisor")
+        self.consumer = consumer
         self.handler = handler
-        self.deliveries = deliveries
-        self.stop = stop
-        self.finished: deque[Finished] = deque()
+        self.stop_deadline = stop_deadline
+        self.lock = threading.Lock()
+        self.running = False
         self.cancelled = False
+        self.held: Callable[[], Sequence[Delivery]] = tuple
+        self.next_beat = time.monotonic() + consumer.keep_alive_seconds
+        self._finished = threading.Event()
+
+    def leased(self) -> None:
+        """Leases were just granted or renewed: the next renewal is a full interval away."""
+        self.next_beat = time.monotonic() + self.consumer.keep_alive_seconds
 
     def run(self) -> None:
-        for delivery in self.deliveries:
-            if self.stop.is_set():
-                return
-            error = run_one(self.handler, delivery)
-            if self.cancelled:
-                return
-            self.finished.append(Finished(delivery, error))
+        while not self._finished.wait(TICK_SECONDS):
+            if not self.running:
+                continue
+            now = time.monotonic()
+            if now >= self.next_beat:
+                with self.lock:
+                    if self.running:
+                        self._renew()
+                self.leased()
+            deadline = self.stop_deadline()
+            if not self.cancelled and deadline is not None and now >= deadline and self.running:
+                self.cancelled = True
+                self.handler.cancel()
 
-    def cancel(self) -> None:
-        """Stop the running item (a command gets SIGTERM, then SIGKILL) and drop its result."""
-        self.cancelled = True
-        self.handler.cancel()
+    def _renew(self) -> None:
+        try:
+            self.consumer.keep_alive(self.held())
+        except Exception as exc:  # this thread must outlive a failed renewal; the next may work
+            log.warning("could not renew leases (%s); will try again in %gs", exc,
+                        self.consumer.keep_alive_seconds)
+
+    def finish(self) -> None:
+        """Stop watching; returns once the thread has ended."""
+        self._finished.set()
+        self.join()

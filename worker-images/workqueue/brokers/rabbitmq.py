@@ -2,13 +2,14 @@
 
 Queues, all durable, named ``wq.<queue>.<role>``:
   tasks    quorum queue of items (persistent messages); consumers use prefetch and manual ack
-  done     one receipt per item done      dead     dead-lettered items with their last error
+  done     receipts {"done": n}, one per batch of items done, merged as they are counted
+  dead     dead-lettered items with their last error
   retries  one receipt per retry          seed     one message: the seeding cursor
   seeded   one message once seeding is complete: {total, fingerprint}
 
-Settling an item publishes its receipt and acks the delivery in one AMQP transaction, so each item
-leaves exactly one receipt (done or dead). That makes "drained" exact: done + dead == total. A
-retry republishes the item with its attempt count in a header; a worker that dies mid-item drops
+Settling items publishes their receipt and acks the deliveries in one AMQP transaction, so each
+item is counted exactly once, as done or dead. That makes "drained" exact: done + dead == total.
+A retry republishes the item with its attempt count in a header; a worker that dies mid-item drops
 its connection and the server redelivers (x-delivery-count counts those runs), so there is no
 lease to reap.
 """
@@ -178,9 +179,36 @@ class RabbitMQBroker(Broker):
                  max_attempts: int) -> Consumer:
         return _RabbitConsumer(self, worker_id, prefetch, max_attempts)
 
+    def done_count(self) -> int:
+        """Items done: the sum of the receipts, merged into one as they are read so that the
+        next count is one read. A count made while another reader holds some receipts comes
+        out low, never high, so nobody calls the queue drained early."""
+        def action(_main: BlockingChannel) -> int:
+            # A channel of its own: closing it hands back whatever it took and did not merge.
+            channel = self.connection.channel()
+            try:
+                channel.tx_select()
+                total, read, last = 0, 0, 0
+                while True:
+                    method, _props, body = channel.basic_get(self.names["done"])
+                    if method is None:
+                        break
+                    total += _receipt_count(body)
+                    read, last = read + 1, method.delivery_tag
+                if read > 1:
+                    channel.basic_publish("", self.names["done"], _receipt(total),
+                                          pika.BasicProperties(delivery_mode=PERSISTENT))
+                    channel.basic_ack(last, multiple=True)
+                    channel.tx_commit()
+            finally:
+                channel.close()
+            return total
+
+        return self._on_channel(action)
+
     def status(self) -> Status:
         marker = self.peek("seeded")
-        pending, done, dead = self.count("tasks"), self.count("done"), self.count("dead")
+        pending, done, dead = self.count("tasks"), self.done_count(), self.count("dead")
         total = marker["total"] if marker else None
         leased = max(total - pending - done - dead, 0) if total is not None else 0
         return Status(seeded=marker is not None, total=total, pending=pending, leased=leased,
@@ -225,6 +253,14 @@ def _dead_item(props: pika.BasicProperties, body: bytes) -> DeadItem:
                     "redelivery limit reached: its workers kept dying while running it")
 
 
+def _receipt(count: int) -> str:
+    return json.dumps({"done": count})
+
+
+def _receipt_count(body: bytes) -> int:
+    return int(json.loads(body)["done"])
+
+
 def _attempt(headers: dict) -> int:
     """Runs of an item so far, this one included."""
     return int(headers.get(ATTEMPT_HEADER, 1)) + int(headers.get("x-delivery-count", 0))
@@ -246,7 +282,13 @@ def _parameters(url: str, password: str | None, heartbeat: int) -> pika.URLParam
 
 
 class _RabbitConsumer(Consumer):
-    """Consumes with prefetch on a transactional channel; reconnects when the link drops."""
+    """Consumes with prefetch on a transactional channel; reconnects when the link drops.
+
+    Items given back (``release``) stay with this consumer until ``close``, which cancels the
+    subscription first and only then republishes them. Republished while subscribed, they would
+    come straight back into our prefetch window, and the cancel would hand those back to the
+    server, which counts each such return as a crashed run (x-delivery-count).
+    """
 
     def __init__(self, broker: RabbitMQBroker, worker_id: str, prefetch: int,
                  max_attempts: int) -> None:
@@ -254,8 +296,13 @@ class _RabbitConsumer(Consumer):
         self.worker = worker_id
         self.prefetch = prefetch
         self.max_attempts = max_attempts
+        # pika sends AMQP heartbeats only while we hand it the connection; the server drops a
+        # connection silent for two heartbeat periods.
+        self.keep_alive_seconds = broker.params.heartbeat / 3
         self.total: int | None = None
         self.buffer: deque[tuple[int, pika.BasicProperties, bytes]] = deque()
+        self.returned: deque[Delivery] = deque()
+        self.unacked: set[int] = set()
         self._open()
 
     def _open(self) -> None:
@@ -263,6 +310,8 @@ class _RabbitConsumer(Consumer):
         self.channel = self.connection.channel()
         self.channel.tx_select()
         self.buffer.clear()
+        self.returned.clear()
+        self.unacked.clear()
         self.tag = None
         # With prefetch 1 (coarse mode) pull with basic.get: a pushed-ahead message would be
         # handed back at exit, and every hand-back raises x-delivery-count, our crash counter.
@@ -273,6 +322,7 @@ class _RabbitConsumer(Consumer):
     def _on_message(self, _channel: object, method: object, props: pika.BasicProperties,
                     body: bytes) -> None:
         self.buffer.append((method.delivery_tag, props, body))  # type: ignore[attr-defined]
+        self.unacked.add(method.delivery_tag)  # type: ignore[attr-defined]
 
     def _reconnect(self, exc: BaseException) -> None:
         log.warning("lost %s (%s); reconnecting. Items held on that connection go back to the "
@@ -290,15 +340,22 @@ class _RabbitConsumer(Consumer):
             self._reconnect(exc)
             raise ConnectionLost(f"connection to {self.broker.server} dropped") from exc
 
+    def _ack(self, tag: int) -> None:
+        self.channel.basic_ack(tag)
+        self.unacked.discard(tag)
+
     def fetch(self, count: int) -> Fetch:
         try:
-            if self.tag is None:
+            if self.tag is None and not self.returned:
                 method, props, body = self.channel.basic_get(self.broker.names["tasks"])
                 if method is not None:
                     self.buffer.append((method.delivery_tag, props, body))
-            elif not self.buffer:
+                    self.unacked.add(method.delivery_tag)
+            elif not self.buffer and not self.returned:
                 self.connection.process_data_events(time_limit=0.2)
             taken = []
+            while self.returned and len(taken) < count:
+                taken.append(self.returned.popleft())
             while self.buffer and len(taken) < count:
                 delivery = self._decode(self.buffer.popleft())
                 if delivery is not None:
@@ -331,7 +388,7 @@ class _RabbitConsumer(Consumer):
             self.total = marker["total"] if marker else None
         if self.total is None:
             return False
-        resolved = self.broker.count("done") + self.broker.count("dead")
+        resolved = self.broker.done_count() + self.broker.count("dead")
         return resolved >= self.total
 
     def ack(self, delivery: Delivery) -> Outcome:
@@ -340,10 +397,17 @@ class _RabbitConsumer(Consumer):
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         # One transaction: every receipt and every ack land together, or none do.
         def action() -> list[Outcome]:
-            for delivery in deliveries:
-                self.channel.basic_publish("", self.broker.names["done"], delivery.item.id,
-                                           pika.BasicProperties(delivery_mode=PERSISTENT))
-                self.channel.basic_ack(delivery.handle)
+            self.channel.basic_publish("", self.broker.names["done"], _receipt(len(deliveries)),
+                                       pika.BasicProperties(delivery_mode=PERSISTENT))
+            tags = {delivery.handle for delivery in deliveries}
+            last = max(tags)
+            if {tag for tag in self.unacked if tag <= last} == tags:
+                # Nothing else unsettled up to `last`: one ack covers the whole batch.
+                self.channel.basic_ack(last, multiple=True)
+                self.unacked -= tags
+            else:
+                for tag in tags:
+                    self._ack(tag)
             self.channel.tx_commit()
             return [Outcome.DONE] * len(deliveries)
 
@@ -361,7 +425,7 @@ class _RabbitConsumer(Consumer):
             self._publish_item(item, item.attempt + 1, error)
             self.channel.basic_publish("", self.broker.names["retries"], item.id,
                                        pika.BasicProperties(delivery_mode=PERSISTENT))
-            self.channel.basic_ack(delivery.handle)
+            self._ack(delivery.handle)
             self.channel.tx_commit()
             return Outcome.RETRY
 
@@ -371,10 +435,14 @@ class _RabbitConsumer(Consumer):
         self.channel.basic_publish("", self.broker.names["dead"],
                                    json.dumps({**body, "error": error, "attempts": attempts}),
                                    pika.BasicProperties(delivery_mode=PERSISTENT))
-        self.channel.basic_ack(tag)
+        self._ack(tag)
         self.channel.tx_commit()
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Hold the items for ``close`` to give back (see the class docstring)."""
+        self.returned.extendleft(reversed(deliveries))
+
+    def _give_back(self, deliveries: Sequence[Delivery]) -> None:
         """Republish unstarted items with their attempt unchanged. A plain requeue would raise
         x-delivery-count, which counts crashed runs, so released items would creep towards
         the dead letters."""
@@ -382,7 +450,7 @@ class _RabbitConsumer(Consumer):
             for delivery in deliveries:
                 item = delivery.item
                 self._publish_item(item, item.attempt, item_error=None)
-                self.channel.basic_ack(delivery.handle)
+                self._ack(delivery.handle)
             self.channel.tx_commit()
 
         if deliveries:
@@ -405,17 +473,18 @@ class _RabbitConsumer(Consumer):
             self._reconnect(exc)
 
     def close(self) -> None:
-        """Stop consuming, give back what was prefetched but never started, and disconnect."""
+        """Stop consuming, give back what was prefetched or released but never run, and
+        disconnect."""
         try:
             if self.connection.is_open:
-                # Take in what has arrived, release it, then cancel: pika requeues anything
-                # still pending at cancel, which would count as a crashed run.
                 self.connection.process_data_events(time_limit=0)
-                unstarted = [d for raw in self.buffer if (d := self._decode(raw)) is not None]
-                self.buffer.clear()
-                self.release(unstarted)
                 if self.tag is not None:
                     self.channel.basic_cancel(self.tag)
+                unstarted = [*self.returned,
+                             *(d for raw in self.buffer if (d := self._decode(raw)) is not None)]
+                self.returned.clear()
+                self.buffer.clear()
+                self._give_back(unstarted)
                 self.connection.close()
         except _RECOVERABLE:
             log.debug("connection already closed; unsettled items return to the queue")

@@ -13,6 +13,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from ..broker import Broker, Consumer, DeadItem, Delivery, Fetch, Outcome, SeedState, Status
+from ..defaults import HEARTBEAT_FRACTION
 from ..errors import BrokerAuthError, SeedConflict, WorkqueueError
 from ..message import Item, item_id
 from .connect import retry_until
@@ -146,15 +147,20 @@ class _RedisConsumer(Consumer):
         self.worker = worker_id
         self.lease_ms = int(lease_seconds * 1000)
         self.max_attempts = max_attempts
+        self.keep_alive_seconds = lease_seconds / HEARTBEAT_FRACTION
 
     def fetch(self, count: int) -> Fetch:
-        reply = self.broker.run("fetch", self.worker, count, self.lease_ms, self.max_attempts)
-        if reply[0] == "drained":
-            return Fetch(drained=True)
-        if reply[0] == "empty":
-            return Fetch()
-        flat = reply[1]
-        return Fetch([
+        return self.ack_and_fetch((), count)[1]
+
+    def ack_and_fetch(self, done: Sequence[Delivery],
+                      count: int) -> tuple[list[Outcome], Fetch]:
+        acked, kind, *rest = self.broker.run("fetch", self.worker, count, self.lease_ms,
+                                             self.max_attempts, *(d.item.id for d in done))
+        outcomes = [Outcome.DONE if ok else Outcome.LOST for ok in acked]
+        if kind != "items":
+            return outcomes, Fetch(drained=kind == "drained")
+        flat = rest[0]
+        return outcomes, Fetch([
             Delivery(Item(flat[i], flat[i + 1], int(flat[i + 2])))
             for i in range(0, len(flat), 3)
         ])

@@ -43,3 +43,23 @@ local function retry_or_bury(id, err, max_attempts)
   redis.call('HINCRBY', state, 'retried', 1)
   return 'retry'
 end
+
+-- Mark the ids in ARGV[first..] done, each only if `worker` still holds its lease.
+-- Returns one 1 (done) or 0 (lease lost) per id.
+local function mark_done(worker, first)
+  local out = {}
+  for i = first, #ARGV do
+    local id = ARGV[i]
+    if owned_by(id, worker) then
+      unlease(id)
+      redis.call('HDEL', items, id)
+      redis.call('HDEL', attempts, id)
+      redis.call('HDEL', errors, id)
+      redis.call('SADD', done, id)
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+  return out
+end

@@ -1,8 +1,11 @@
--- Reap expired leases, then lease up to `count` items to `worker`.
--- ARGV: worker, count, lease_ms, max_attempts
--- Returns {'items', {id1, payload1, attempt1, ...}}, or {'drained'} once seeding is complete and
--- nothing is pending or leased, or {'empty'} while other workers still hold leases.
+-- Mark the previous batch's successes done (as ack.lua), reap expired leases, then lease up to
+-- `count` items to `worker`.
+-- ARGV: worker, count, lease_ms, max_attempts, then the ids done (possibly none)
+-- Returns {acked, 'items', {id1, payload1, attempt1, ...}}, or {acked, 'drained'} once seeding is
+-- complete and nothing is pending or leased, or {acked, 'empty'} while other workers still hold
+-- leases; `acked` holds one 1 (done) or 0 (lease lost) per id done.
 local worker, count, lease_ms, max_attempts = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local acked = mark_done(worker, 5)
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
@@ -23,9 +26,9 @@ while #out < count * 3 do
   end
 end
 if #out > 0 then
-  return {'items', out}
+  return {acked, 'items', out}
 end
 if redis.call('HGET', state, 'complete') == '1' and redis.call('ZCARD', leases) == 0 then
-  return {'drained'}
+  return {acked, 'drained'}
 end
-return {'empty'}
+return {acked, 'empty'}

@@ -1,0 +1,49 @@
+"""RabbitMQ counts items done from one receipt per settled batch, merged as they are read: a count
+may come out low while another reader holds receipts, never high, and it ends exact."""
+
+from __future__ import annotations
+
+import threading
+
+from workqueue import seed
+from workqueue.brokers.rabbitmq import RabbitMQBroker
+
+
+def settle_in_batches(broker: RabbitMQBroker, tmp_path, count: int, batch: int) -> None:
+    (tmp_path / "tasks.txt").write_text("".join(f"t{i}\n" for i in range(count)))
+    seed(broker, str(tmp_path / "tasks.txt"))
+    consumer = broker.consumer("settler", batch, 60, 3)
+    settled = 0
+    while settled < count:
+        deliveries = consumer.fetch(batch).deliveries
+        consumer.ack_many(deliveries)
+        settled += len(deliveries)
+    consumer.close()
+
+
+def test_concurrent_counts_never_exceed_the_items_done_and_end_exact(rabbitmq_broker,
+                                                                     rabbitmq_server, tmp_path):
+    # Given 60 items done in batches of 7, so 9 receipts of uneven size
+    settle_in_batches(rabbitmq_broker, tmp_path, 60, 7)
+    seen: list[int] = []
+
+    def count_repeatedly() -> None:
+        reader = RabbitMQBroker(rabbitmq_server.url, rabbitmq_broker.queue,
+                                rabbitmq_server.password, connect_timeout=10)
+        try:
+            seen.extend(reader.done_count() for _ in range(15))
+        finally:
+            reader.close()
+
+    # When three readers count at the same time
+    readers = [threading.Thread(target=count_repeatedly) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    # Then no count was ever above 60, the count is now exactly 60, and one receipt is left
+    assert len(seen) == 45 and max(seen) == 60
+    assert rabbitmq_broker.done_count() == 60
+    assert rabbitmq_broker.count("done") == 1
+    status = rabbitmq_broker.status()
+    assert status.drained and (status.done, status.leased) == (60, 0)
