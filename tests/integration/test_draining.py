@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -90,3 +91,27 @@ def test_large_seed_batches_are_accepted(broker, tmp_path):
     status = broker.status()
     assert report.written == len(tasks) and status.total == len(tasks)
     assert status.pending == len(tasks)
+
+
+TRICKY_PAYLOADS = ["nul\x00byte", "tab\tand\nnewline", "line\u2028separator", "emoji 😀",
+                   '"quoted" \\ backslash', "\\u0000 as text", "é ü ß", "  leading spaces",
+                   "[1, 2]", "", "x" * 200_000]
+
+
+def test_payloads_reach_workers_byte_for_byte(broker, tmp_path):
+    # Given payloads that JSON, Lua and AMQP each treat specially, seeded as JSON Lines
+    source = tmp_path / "tasks.jsonl"
+    source.write_text("".join(json.dumps(p) + "\n" for p in TRICKY_PAYLOADS), encoding="utf-8")
+    seed(broker, str(source), batch_size=4)
+    # When one consumer leases them all
+    consumer = broker.consumer("reader", 100, 60, 3)
+    fetched: list = []
+    for _ in range(50):
+        fetched += consumer.fetch(100).deliveries
+        if len(fetched) == len(TRICKY_PAYLOADS):
+            break
+    consumer.release(fetched)
+    consumer.close()
+    # Then each arrives unchanged, in order, with its own id
+    assert [d.item.payload for d in fetched] == TRICKY_PAYLOADS
+    assert len({d.item.id for d in fetched}) == len(TRICKY_PAYLOADS)

@@ -47,6 +47,8 @@ def test_same_list_same_fingerprint_and_order_matters(tmp_path):
     (b"# only a comment\n\n", "t.txt", "no tasks found"),
     (b'"a"\n{bad\n', "t.jsonl", "t.jsonl:2: not valid JSON"),
     (b"x" * (MAX_PAYLOAD_BYTES + 1) + b"\n", "t.txt", "t.txt:1: task is"),
+    # Under the limit as written, over it once re-serialised (each 1e5 becomes 100000.0)
+    (b"[" + b"1e5," * (MAX_PAYLOAD_BYTES // 4 - 10) + b"1]\n", "t.jsonl", "t.jsonl:1: task is"),
 ])
 def test_bad_input_names_the_line_and_the_fix(tmp_path, data, name, message):
     with pytest.raises(TaskSourceError) as err:

@@ -15,6 +15,10 @@ MAX_ATTEMPTS = 3
 SEED_BATCH_SIZE = 1000
 """Tasks written to the broker per atomic seeding step."""
 
+SEED_BATCH_MAX_CHARS = 4 * 1024 * 1024
+"""A seeding step also ends once its tasks hold this many characters, to bound the seeder's
+memory when tasks are large."""
+
 POLL_SECONDS = 1.0
 """Wait between checks while the queue is empty but not drained, in seconds."""
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
+from typing import TypeVar
 
 from .broker import Broker, SeedState
-from .defaults import SEED_BATCH_SIZE
+from .defaults import SEED_BATCH_MAX_CHARS, SEED_BATCH_SIZE
 from .errors import SeedConflict, TaskSourceError
 from .taskfile import iter_tasks, scan_tasks
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,8 @@ def seed(broker: Broker, source: str, fmt: str = "auto", batch_size: int = SEED_
     resumed_from = state.cursor
     state = SeedState(state.cursor, scan.fingerprint, scan.count)
     progress = _Progress(scan.count)
-    for batch in _batches(islice(iter_tasks(source, fmt), state.cursor, None), batch_size):
+    tasks = islice(iter_tasks(source, fmt), state.cursor, None)
+    for batch in read_ahead(batches(tasks, batch_size)):
         state = broker.seed_batch(state, batch)
         progress.update(state.cursor)
     broker.mark_seeded(state)
@@ -59,9 +65,52 @@ def seed(broker: Broker, source: str, fmt: str = "auto", batch_size: int = SEED_
     return SeedReport(scan.count, scan.count - resumed_from, resumed_from, already_seeded=False)
 
 
-def _batches(payloads: Iterator[str], size: int) -> Iterator[list[str]]:
-    while batch := list(islice(payloads, size)):
+def batches(payloads: Iterator[str], size: int) -> Iterator[list[str]]:
+    """Lists of ``size`` payloads, cut short once they hold SEED_BATCH_MAX_CHARS characters:
+    a thousand 256 KiB tasks in one write would need a quarter of a gigabyte at once."""
+    batch: list[str] = []
+    chars = 0
+    for payload in payloads:
+        batch.append(payload)
+        chars += len(payload)
+        if len(batch) == size or chars >= SEED_BATCH_MAX_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
         yield batch
+
+
+def read_ahead(source: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """``source``'s items, produced by a thread of its own up to ``depth`` items ahead: the
+    file is parsed while the broker writes the previous batch. Errors are raised here."""
+    ready: queue.Queue[tuple[T | None, BaseException | None, bool]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in source:
+                if stop.is_set():
+                    return
+                ready.put((item, None, False))
+        except BaseException as exc:  # handed to the consuming thread, which raises it
+            ready.put((None, exc, True))
+            return
+        ready.put((None, None, True))
+
+    thread = threading.Thread(target=produce, daemon=True, name="workqueue-read-ahead")
+    thread.start()
+    try:
+        while True:
+            item, error, last = ready.get()
+            if error is not None:
+                raise error
+            if last:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            ready.get_nowait()
 
 
 class _Progress:

@@ -83,9 +83,11 @@ class RedisBroker(Broker):
         )
 
     def seed_batch(self, state: SeedState, payloads: Sequence[str]) -> SeedState:
-        args: list[object] = [state.cursor, state.fingerprint, state.total]
+        batch = []
         for offset, payload in enumerate(payloads):
-            args += [item_id(state.cursor + offset), payload]
+            batch += (item_id(state.cursor + offset), payload)
+        args = (state.cursor, state.fingerprint, state.total,
+                json.dumps(batch, ensure_ascii=False))
         try:
             cursor = int(self.run("enqueue", *args))
         except redis.ResponseError as exc:

@@ -1,6 +1,7 @@
 -- Append one seeding batch, atomically with the seed cursor, so a seeder killed at any point
 -- and run again resumes where the last committed batch ended: each task is queued once.
--- ARGV: expected_cursor, fingerprint, total, then id1, payload1, id2, payload2, ...
+-- ARGV: expected_cursor, fingerprint, total, then one JSON array [id1, payload1, id2, ...]:
+-- one argument instead of two per task, which the client would encode one by one.
 -- Returns the new cursor, or an error if another seeder moved the cursor or the list differs.
 local expected, fingerprint, total = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local cursor = tonumber(redis.call('HGET', state, 'cursor') or '0')
@@ -11,19 +12,18 @@ end
 if cursor ~= expected then
   return redis.error_reply('SEEDCURSOR cursor is ' .. cursor .. ', expected ' .. expected)
 end
--- Pushed in slices: Lua's unpack() fails beyond a few thousand values.
-local slice, added = {}, 0
-for i = 4, #ARGV, 2 do
-  redis.call('HSET', items, ARGV[i], ARGV[i + 1])
-  slice[#slice + 1] = ARGV[i]
-  added = added + 1
-  if #slice == 1000 then
-    redis.call('RPUSH', pending, unpack(slice))
-    slice = {}
+local batch = cjson.decode(ARGV[4])
+-- Written in slices: Lua's unpack() fails beyond a few thousand values.
+local SLICE = 500
+for first = 1, #batch, 2 * SLICE do
+  local last = math.min(first + 2 * SLICE - 1, #batch)
+  local ids = {}
+  for i = first, last, 2 do
+    ids[#ids + 1] = batch[i]
   end
+  redis.call('HSET', items, unpack(batch, first, last))
+  redis.call('RPUSH', pending, unpack(ids))
 end
-if #slice > 0 then
-  redis.call('RPUSH', pending, unpack(slice))
-end
+local added = #batch / 2
 redis.call('HSET', state, 'cursor', cursor + added, 'fingerprint', fingerprint, 'total', total)
 return cursor + added
