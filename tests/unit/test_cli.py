@@ -33,6 +33,28 @@ def test_bad_flags_exit_2_with_one_clear_line(args, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("variable, value, message", [
+    ("WORKQUEUE_BATCH_SIZE", "abc", "'abc' is not a whole number (set by --batch-size or "
+                                    "WORKQUEUE_BATCH_SIZE)"),
+    ("WORKQUEUE_LEASE_SECONDS", "-1", "-1.0 must be above 0 (set by --lease-seconds or "
+                                      "WORKQUEUE_LEASE_SECONDS)"),
+    ("WORKQUEUE_CONNECT_TIMEOUT", "never", "'never' is not a number of seconds"),
+    ("WORKQUEUE_MAX_ATTEMPTS", "0", "0 is too small"),
+])
+def test_bad_environment_values_are_one_clear_line_too(variable, value, message):
+    result = run("work", "--", "true", env={"PATH": "/usr/bin:/bin", variable: value})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_environment_values_become_the_defaults(monkeypatch):
+    monkeypatch.setenv("WORKQUEUE_BATCH_SIZE", "25")
+    monkeypatch.setenv("WORKQUEUE_GRACE_SECONDS", "7.5")
+    args = build_parser().parse_args(["work", "--", "true"])
+    assert (args.batch_size, args.grace_seconds, args.max_attempts) == (25, 7.5, 3)
+
+
 def test_subcommands_the_chart_uses_exist():
     commands = build_parser()._subparsers._group_actions[0].choices
     assert {"seed", "work", "status", "run-local"} <= set(commands)

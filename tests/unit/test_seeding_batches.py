@@ -32,7 +32,7 @@ def test_read_ahead_raises_the_sources_error_after_the_items_before_it():
         raise TaskSourceError("tasks.txt:4: not UTF-8")
 
     seen = []
-    with pytest.raises(TaskSourceError, match="tasks.txt:4"):
+    with pytest.raises(TaskSourceError, match=r"tasks\.txt:4"):
         for item in read_ahead(source()):
             seen.append(item)
     assert seen == [0, 1, 2]

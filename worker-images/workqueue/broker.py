@@ -110,11 +110,13 @@ class Consumer(ABC):
 
     @abstractmethod
     def release(self, deliveries: Sequence[Delivery]) -> None:
-        """Give back items that were never started, without counting an attempt."""
+        """Give back items that were never started, without counting an attempt (at the
+        latest when the consumer closes)."""
 
     @abstractmethod
     def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
-        """Renew the leases of items being worked on; called every heartbeat."""
+        """Renew the leases of items being worked on, every ``keep_alive_seconds``. Called from
+        the worker's supervisor thread, never at the same time as another call."""
 
     @abstractmethod
     def close(self) -> None:

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import defaults
 from .brokers import connect, password_from_env
@@ -59,6 +59,23 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"WORKQUEUE_{name}") or default
 
 
+def _tunable(parser: argparse.ArgumentParser, flag: str, convert: Callable[[str], object],
+             default: object, help_text: str) -> None:
+    """An option that defaults to WORKQUEUE_<FLAG> (as the chart's pods set them), else to
+    ``default``. argparse converts a string default like a typed value, so a bad variable gets
+    the same one-line error as a bad flag, naming both."""
+    env = "WORKQUEUE_" + flag.removeprefix("--").replace("-", "_").upper()
+
+    def checked(text: str) -> object:
+        try:
+            return convert(text)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (set by {flag} or {env})") from None
+
+    parser.add_argument(flag, type=checked, default=os.environ.get(env) or str(default),
+                        help=f"{help_text} (env {env}; default %(default)s)")
+
+
 def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True) -> None:
     parser.add_argument("--broker-url", default=_env("BROKER_URL"),
                         help="redis://HOST:PORT/DB or amqp://USER@HOST:PORT/VHOST "
@@ -69,27 +86,22 @@ def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True)
                              "; without it a private redis-server is started"))
     parser.add_argument("--queue", default=_env("QUEUE", defaults.QUEUE_NAME),
                         help="queue name (env WORKQUEUE_QUEUE; default %(default)s)")
-    timeout = _env("CONNECT_TIMEOUT", str(defaults.CONNECT_TIMEOUT_SECONDS))
-    parser.add_argument("--connect-timeout", type=_positive_float, default=float(timeout),
-                        help="seconds to keep retrying an unreachable broker (default %(default)s)")
+    _tunable(parser, "--connect-timeout", _positive_float, defaults.CONNECT_TIMEOUT_SECONDS,
+             "seconds to keep retrying an unreachable broker")
 
 
 def _worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default=_env("MODE", "fine"),
                         help="fine: drain the queue; coarse: settle one item and exit "
                              "(env WORKQUEUE_MODE; default %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int,
-                        default=int(_env("BATCH_SIZE", str(defaults.BATCH_SIZE))),
-                        help="items leased per round trip in fine mode (default %(default)s)")
-    parser.add_argument("--lease-seconds", type=_positive_float,
-                        default=float(_env("LEASE_SECONDS", str(defaults.LEASE_SECONDS))),
-                        help="lease length; renewed by heartbeats (default %(default)s)")
-    parser.add_argument("--max-attempts", type=positive_int,
-                        default=int(_env("MAX_ATTEMPTS", str(defaults.MAX_ATTEMPTS))),
-                        help="runs of an item before it is dead-lettered (default %(default)s)")
-    parser.add_argument("--grace-seconds", type=_positive_float,
-                        default=float(_env("GRACE_SECONDS", str(defaults.GRACE_SECONDS))),
-                        help="after SIGTERM, time the running item gets (default %(default)s)")
+    _tunable(parser, "--batch-size", positive_int, defaults.BATCH_SIZE,
+             "items leased per round trip in fine mode")
+    _tunable(parser, "--lease-seconds", _positive_float, defaults.LEASE_SECONDS,
+             "lease length; renewed while the item runs")
+    _tunable(parser, "--max-attempts", positive_int, defaults.MAX_ATTEMPTS,
+             "runs of an item before it is dead-lettered")
+    _tunable(parser, "--grace-seconds", _positive_float, defaults.GRACE_SECONDS,
+             "after SIGTERM, time the running item gets")
     parser.add_argument("--on-dead", choices=("fail", "succeed"), default=_env("ON_DEAD", "fail"),
                         help="exit code once drained with dead-lettered items: fail (3) or "
                              "succeed (0) (env WORKQUEUE_ON_DEAD; default %(default)s)")
@@ -108,8 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task file, folder of *.jsonl chunks, or - for stdin (env WORKQUEUE_TASKS)")
     p.add_argument("--format", choices=FORMATS, default="auto",
                    help="text (one task per line) or jsonl; auto goes by the file name")
-    p.add_argument("--expect-count", type=positive_int,
-                   default=int(_env("EXPECT_COUNT", "0")) or None,
+    p.add_argument("--expect-count", type=positive_int, default=_env("EXPECT_COUNT"),
                    help="fail unless the source holds exactly this many tasks")
     p.add_argument("--batch-size", type=positive_int, default=defaults.SEED_BATCH_SIZE,
                    help="tasks per atomic write (default %(default)s)")
