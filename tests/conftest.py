@@ -4,7 +4,9 @@ on free loopback ports, stopped afterwards. A missing server fails the test with
 from __future__ import annotations
 
 import secrets
+import sys
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -15,6 +17,9 @@ from workqueue.errors import ConfigError
 from workqueue.local import LocalRedis
 
 BROKERS = ("redis", "rabbitmq")
+WORKQUEUE = [sys.executable, "-m", "workqueue"]
+"""The CLI, as the chart's pods run it."""
+B = TypeVar("B", RedisBroker, RabbitMQBroker)
 
 
 @pytest.fixture(scope="session")
@@ -41,22 +46,22 @@ def unique_queue() -> str:
     return f"test-{secrets.token_hex(4)}"
 
 
-@pytest.fixture
-def redis_broker(redis_server: LocalRedis) -> Iterator[RedisBroker]:
-    broker = RedisBroker(redis_server.url, unique_queue(), redis_server.password,
-                         connect_timeout=10)
+def own_queue(broker_class: type[B], server: LocalRedis | RabbitNode) -> Iterator[B]:
+    """A broker on a queue of the test's own, purged afterwards."""
+    broker = broker_class(server.url, unique_queue(), server.password, connect_timeout=10)
     yield broker
     broker.purge()
     broker.close()
+
+
+@pytest.fixture
+def redis_broker(redis_server: LocalRedis) -> Iterator[RedisBroker]:
+    yield from own_queue(RedisBroker, redis_server)
 
 
 @pytest.fixture
 def rabbitmq_broker(rabbitmq_server: RabbitNode) -> Iterator[RabbitMQBroker]:
-    broker = RabbitMQBroker(rabbitmq_server.url, unique_queue(), rabbitmq_server.password,
-                            connect_timeout=10)
-    yield broker
-    broker.purge()
-    broker.close()
+    yield from own_queue(RabbitMQBroker, rabbitmq_server)
 
 
 @pytest.fixture(params=BROKERS)
@@ -73,6 +78,20 @@ def server_for(request: pytest.FixtureRequest):
         return server.url, server.password
 
     return lookup
+
+
+def broker_env(broker, server_for) -> dict[str, str]:
+    """The WORKQUEUE_* variables that point the CLI at ``broker``'s queue."""
+    url, password = server_for(kind_of(broker))
+    return {"WORKQUEUE_BROKER_URL": url, "WORKQUEUE_BROKER_PASSWORD": password,
+            "WORKQUEUE_QUEUE": broker.queue, "WORKQUEUE_CONNECT_TIMEOUT": "10"}
+
+
+def write_tasks(path, count: int, prefix: str = "task") -> list[str]:
+    """A text task file of ``count`` distinct tasks; returns them in order."""
+    tasks = [f"{prefix}-{i}" for i in range(count)]
+    path.write_text("\n".join(tasks) + "\n")
+    return tasks
 
 
 def kind_of(broker) -> str:

@@ -7,17 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import kind_of
+from conftest import kind_of, write_tasks
 from jobs import ForkedJob, WorkerSpec, results
 from workqueue import WorkerConfig, seed
 
 pytestmark = pytest.mark.slow
-
-
-def write_tasks(path, count: int, prefix: str = "task") -> list[str]:
-    tasks = [f"{prefix}-{i}" for i in range(count)]
-    path.write_text("\n".join(tasks) + "\n")
-    return tasks
 
 
 def spec_for(broker, server_for, out_dir, **config) -> WorkerSpec:

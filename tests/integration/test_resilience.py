@@ -5,29 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 
-from conftest import kind_of
+from conftest import WORKQUEUE, broker_env, kind_of
 from jobs import ForkedJob, WorkerSpec, results
 from workqueue import WorkerConfig, seed
 from workqueue.message import encode
-
-WORKQUEUE = [sys.executable, "-m", "workqueue"]
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
     return subprocess.run([*WORKQUEUE, *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
-
-
-def broker_env(broker, server_for) -> dict[str, str]:
-    url, password = server_for(kind_of(broker))
-    return {"WORKQUEUE_BROKER_URL": url, "WORKQUEUE_BROKER_PASSWORD": password,
-            "WORKQUEUE_QUEUE": broker.queue, "WORKQUEUE_CONNECT_TIMEOUT": "10"}
 
 
 def queued_ids(broker) -> list[str]:

@@ -6,24 +6,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import kind_of
+from conftest import WORKQUEUE, broker_env, write_tasks
 from jobs import ForkedJob, WorkerSpec, results
 from workqueue import Runner, WorkerConfig, seed
 from workqueue.handlers import FunctionHandler
 
 pytestmark = pytest.mark.slow
 
-WORKQUEUE = [sys.executable, "-m", "workqueue"]
-
-
 def seed_tasks(broker, tmp_path, count: int) -> list[str]:
-    tasks = [f"job-{i}" for i in range(count)]
-    (tmp_path / "tasks.txt").write_text("\n".join(tasks) + "\n")
+    tasks = write_tasks(tmp_path / "tasks.txt", count, "job")
     seed(broker, str(tmp_path / "tasks.txt"))
     return tasks
 
@@ -76,9 +71,7 @@ def test_rabbitmq_worker_keeps_its_connection_through_a_long_item(rabbitmq_serve
 
 def start_cli_worker(broker, server_for, tmp_path, command: str,
                      *flags: str) -> subprocess.Popen[str]:
-    url, password = server_for(kind_of(broker))
-    env = {**os.environ, "WORKQUEUE_BROKER_URL": url, "WORKQUEUE_BROKER_PASSWORD": password,
-           "WORKQUEUE_QUEUE": broker.queue, "WORKQUEUE_CONNECT_TIMEOUT": "10"}
+    env = {**os.environ, **broker_env(broker, server_for)}
     return subprocess.Popen([*WORKQUEUE, "work", "--batch-size", "3", *flags, "--", "sh", "-c",
                              command], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
 

@@ -113,8 +113,8 @@ def _parse(stream: BinaryIO, name: str, fmt: str) -> Iterator[str]:
             continue
         # A text payload is part of its line, so only long lines pay for measuring it; JSON
         # values are re-serialised and may grow (1e5 becomes 100000.0).
-        long_line = fmt == "jsonl" or len(raw) > MAX_PAYLOAD_BYTES
-        if long_line and (size := len(payload.encode())) > MAX_PAYLOAD_BYTES:
+        may_be_over = fmt == "jsonl" or len(raw) > MAX_PAYLOAD_BYTES
+        if may_be_over and (size := len(payload.encode())) > MAX_PAYLOAD_BYTES:
             raise TaskSourceError(
                 f"{name}:{number}: task is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit; "
                 "put large inputs in storage and list references to them instead"
