@@ -23,6 +23,14 @@ def _server_binary() -> str | None:
     return shutil.which("rabbitmq-server", path=os.environ["PATH"] + ":/usr/sbin:/sbin")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class RabbitNode:
     """One rabbitmq-server node with its own name, ports, data dir and a generated password."""
 
@@ -59,6 +67,7 @@ class RabbitNode:
                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
                "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port),
                "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+               "RABBITMQ_PID_FILE": str(self.pid_file),
                "RABBITMQ_LOG_BASE": str(self.dir / "log"),
                "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
                "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins")}
@@ -68,21 +77,29 @@ class RabbitNode:
                       f"rabbitmq-server (logs: {self.dir}/log)")
         return self
 
-    def _node_pids(self) -> list[int]:
-        # `su` starts the Erlang VM in a session of its own, so find it by its node name.
-        found = subprocess.run(["pgrep", "-f", self.name], capture_output=True, text=True)
-        return [int(pid) for pid in found.stdout.split()]
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "mnesia" / "node.pid"
+
+    def _node_pid(self) -> int | None:
+        # `su` starts the Erlang VM in a session of its own, and the node name is only in its
+        # environment, so the VM is found by the pid file it writes at boot.
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
 
     def stop(self, hard: bool = False) -> None:
         """Stop the node: SIGTERM shuts Erlang down cleanly; ``hard`` kills it like a crash."""
-        sig = signal.SIGKILL if hard else signal.SIGTERM
-        for pid in self._node_pids():
+        # Taken once: the node deletes its pid file early in a clean shutdown, while it runs on.
+        pid = self._node_pid()
+        if pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 30
-        while self._node_pids() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for pid in self._node_pids():
+                os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if self.process:
