@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workqueue import WorkerConfig, connect, run_worker
-from workqueue.errors import TaskFailed
+from workqueue.errors import EXIT_DEAD, TaskFailed
 from workqueue.message import Item
-from workqueue.runner import EXIT_DEAD
 
 FORK = multiprocessing.get_context("fork")
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import WORKQUEUE, broker_env, kind_of
 from jobs import ForkedJob, WorkerSpec, results
 from workqueue import WorkerConfig, seed
+from workqueue.errors import EXIT_BROKER_UNREACHABLE, EXIT_CONFIG, EXIT_SEED_REFUSED
 from workqueue.message import encode
 
 
@@ -105,7 +106,7 @@ def test_unreachable_broker_is_one_clear_line(tmp_path):
     (tmp_path / "t.txt").write_text("a\n")
     result = cli("seed", "--tasks", str(tmp_path / "t.txt"), env={
         "WORKQUEUE_BROKER_URL": "redis://127.0.0.1:1/0", "WORKQUEUE_CONNECT_TIMEOUT": "1"})
-    assert result.returncode == 1
+    assert result.returncode == EXIT_BROKER_UNREACHABLE
     assert result.stderr.strip().splitlines()[-1].startswith(
         "workqueue: error: cannot reach redis at 127.0.0.1:1 after 1s")
     assert "Traceback" not in result.stderr
@@ -117,7 +118,7 @@ def test_wrong_password_is_one_clear_line(kind, server_for, tmp_path):
     result = cli("status", env={"WORKQUEUE_BROKER_URL": url,
                                 "WORKQUEUE_BROKER_PASSWORD": "wrong",
                                 "WORKQUEUE_CONNECT_TIMEOUT": "5"})
-    assert result.returncode == 1
+    assert result.returncode == EXIT_CONFIG
     assert "refused" in result.stderr and "WORKQUEUE_BROKER_PASSWORD" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -163,7 +164,7 @@ def test_seed_refuses_a_different_task_list(broker, server_for, tmp_path):
     env = broker_env(broker, server_for)
     assert cli("seed", "--tasks", str(tmp_path / "a.txt"), env=env).returncode == 0
     other = cli("seed", "--tasks", str(tmp_path / "b.txt"), env=env)
-    assert other.returncode == 1
+    assert other.returncode == EXIT_SEED_REFUSED
     assert "already seeded from a different task list" in other.stderr
 
 

@@ -24,6 +24,8 @@ class SeedState:
     fingerprint: str | None = None
     total: int | None = None
     complete: bool = False
+    run: str | None = None
+    """The run the queue was seeded for (the chart's run id), if the seeder was given one."""
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,14 @@ class Status:
     done: int
     dead: int
     retried: int = 0
+    run: str | None = None
+    exists: bool = True
+    """False when the broker holds no state at all for this queue: never seeded, or lost."""
 
     @property
     def drained(self) -> bool:
         """True once seeding is complete and every item is done or dead."""
-        return self.seeded and self.pending == 0 and self.leased == 0
+        return self.seeded and self.total is not None and self.pending == 0 and self.leased == 0
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,12 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Fetch:
-    """The answer to Consumer.fetch: items, or none with ``drained`` telling whether to stop."""
+    """The answer to Consumer.fetch: items, or none with ``drained`` telling whether to stop
+    and ``seeded`` whether the seeder has finished (workers wait for it only so long)."""
 
     deliveries: Sequence[Delivery] = ()
     drained: bool = False
+    seeded: bool = True
 
 
 class Consumer(ABC):
@@ -88,7 +95,9 @@ class Consumer(ABC):
 
     @abstractmethod
     def fetch(self, count: int) -> Fetch:
-        """Lease up to ``count`` items without blocking for long."""
+        """Lease up to ``count`` items without blocking for long. Raises StateLost if the
+        queue's state vanished since this consumer saw it, and OtherRun if the queue was
+        seeded for a run other than the consumer's ``run_id``."""
 
     @abstractmethod
     def ack(self, delivery: Delivery) -> Outcome:
@@ -127,6 +136,8 @@ class Broker(ABC):
     """A queue named ``queue`` on one server."""
 
     queue: str
+    server: str
+    """The server, as people should read it in messages (e.g. "redis at host:6379")."""
 
     @abstractmethod
     def seed_state(self) -> SeedState:
@@ -142,8 +153,8 @@ class Broker(ABC):
 
     @abstractmethod
     def consumer(self, worker_id: str, prefetch: int, lease_seconds: float,
-                 max_attempts: int) -> Consumer:
-        """A consumer for one worker."""
+                 max_attempts: int, run_id: str | None = None) -> Consumer:
+        """A consumer for one worker, serving run ``run_id`` (None: whatever run was seeded)."""
 
     @abstractmethod
     def status(self) -> Status:

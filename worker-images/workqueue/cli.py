@@ -16,12 +16,25 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import defaults
+from .broker import Status
 from .brokers import connect, password_from_env
-from .errors import ConfigError, WorkqueueError
+from .errors import (
+    EXIT_BROKER_UNREACHABLE,
+    EXIT_DEAD,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    ConfigError,
+    OtherRun,
+    StateLost,
+    WorkqueueError,
+    exit_code_table,
+    no_state_message,
+    other_run_message,
+)
 from .handlers import CommandHandler
 from .local import LocalRun, run_local
 from .progress import dead_report, status_line, verdict
-from .runner import EXIT_DEAD, MODES, Runner, WorkerConfig
+from .runner import MODES, Runner, WorkerConfig
 from .seeding import seed
 from .taskfile import FORMATS
 
@@ -31,7 +44,8 @@ examples:
   WORKQUEUE_BROKER_URL=redis://broker:6379/0 workqueue seed --tasks /tasks
   workqueue work --mode fine --max-attempts 3 -- ./process-one.sh {}
   workqueue status --watch 5
-"""
+
+""" + exit_code_table()
 
 
 def positive_int(text: str) -> int:
@@ -88,6 +102,12 @@ def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True)
                         help="queue name (env WORKQUEUE_QUEUE; default %(default)s)")
     _tunable(parser, "--connect-timeout", _positive_float, defaults.CONNECT_TIMEOUT_SECONDS,
              "seconds to keep retrying an unreachable broker")
+    _tunable(parser, "--outage-seconds", _positive_float, defaults.OUTAGE_SECONDS,
+             "seconds to keep retrying a broker that was reached and then went away")
+    parser.add_argument("--run-id", default=_env("RUN_ID"),
+                        help="the run this process serves (the chart sets it from the task "
+                             "list); a queue seeded for another run is refused "
+                             "(env WORKQUEUE_RUN_ID)")
 
 
 def _worker_args(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +125,8 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-dead", choices=("fail", "succeed"), default=_env("ON_DEAD", "fail"),
                         help="exit code once drained with dead-lettered items: fail (3) or "
                              "succeed (0) (env WORKQUEUE_ON_DEAD; default %(default)s)")
+    _tunable(parser, "--seed-timeout", _positive_float, defaults.SEED_TIMEOUT_SECONDS,
+             "seconds an idle worker waits for seeding to complete before it exits 7")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,13 +191,14 @@ def _open(args: argparse.Namespace):
     if not args.broker_url:
         raise ConfigError("no broker given: set WORKQUEUE_BROKER_URL or pass --broker-url")
     return connect(args.broker_url, args.queue, password_from_env(),
-                   args.connect_timeout)
+                   args.connect_timeout, args.outage_seconds)
 
 
 def _worker_config(args: argparse.Namespace) -> WorkerConfig:
     return WorkerConfig(mode=args.mode, batch_size=args.batch_size,
                         lease_seconds=args.lease_seconds, max_attempts=args.max_attempts,
-                        grace_seconds=args.grace_seconds, fail_on_dead=args.on_dead == "fail")
+                        grace_seconds=args.grace_seconds, fail_on_dead=args.on_dead == "fail",
+                        run_id=args.run_id, seed_timeout_seconds=args.seed_timeout)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -183,7 +206,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
         raise ConfigError("no tasks given: pass --tasks FILE or set WORKQUEUE_TASKS")
     broker = _open(args)
     try:
-        seed(broker, args.tasks, args.format, args.batch_size, args.expect_count)
+        seed(broker, args.tasks, args.format, args.batch_size, args.expect_count, args.run_id)
     finally:
         broker.close()
     return 0
@@ -208,17 +231,32 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(status_line(status), flush=True)
             time.sleep(args.watch)
             status = broker.status()
-        print(status_line(status))
-        print(verdict(status))
+        problem = _wrong_state(status, args.run_id, broker.queue, broker.server)
+        print(f"workqueue: error: {problem}" if problem else verdict(status))
         if args.dead and status.dead:
             print(dead_report(broker.dead_items(args.dead)))
         if args.require_drained:
+            if problem:
+                return problem.exit_code
             if not status.drained:
                 return 1
             return EXIT_DEAD if status.dead else 0
         return 0
     finally:
         broker.close()
+
+
+def _wrong_state(status: Status, run_id: str | None, queue: str,
+                 server: str) -> WorkqueueError | None:
+    """Why the queue cannot be this run's: another run's state, or none where the run (which
+    `status` is told of only after it was seeded, as in the helm test) should have some."""
+    if not run_id:
+        return None
+    if not status.exists:
+        return StateLost(no_state_message(queue, server, run_id))
+    if status.run not in (None, run_id):
+        return OtherRun(other_run_message(queue, status.run, run_id))
+    return None
 
 
 def cmd_run_local(args: argparse.Namespace) -> int:
@@ -261,4 +299,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("workqueue: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except (OSError, *_broker_errors()) as exc:
+        # Errors of the broker clients that no layer above turned into a WorkqueueError: one
+        # line, and a retry by the Job (exit 1), or FailJob when the broker stays away (5).
+        unreachable = isinstance(exc, _connection_errors())
+        what = "lost the broker" if unreachable else "broker error"
+        print(f"workqueue: error: {what}: {type(exc).__name__}: {_first_line(exc)}",
+              file=sys.stderr)
+        return EXIT_BROKER_UNREACHABLE if unreachable else EXIT_ERROR
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    import pika.exceptions
+    import redis
+
+    return redis.RedisError, pika.exceptions.AMQPError
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import pika.exceptions
+    import redis
+
+    return (redis.ConnectionError, redis.TimeoutError, pika.exceptions.AMQPConnectionError,
+            ConnectionError, TimeoutError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or "no details"
+    return text.splitlines()[0][:200]

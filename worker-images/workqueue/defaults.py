@@ -30,6 +30,17 @@ CONNECT_TIMEOUT_SECONDS = 300.0
 """How long to keep retrying an unreachable broker before giving up, in seconds. Pods may start
 before the broker is ready, so this is generous."""
 
+OUTAGE_SECONDS = 900.0
+"""How long a worker keeps retrying a broker it had reached, in seconds: long enough for a
+broker pod to be rescheduled, its volume re-attached and its image pulled."""
+
+SEED_TIMEOUT_SECONDS = 900.0
+"""How long an idle worker waits for seeding to complete before it gives up, in seconds."""
+
+WAIT_LOG_SECONDS = 30.0
+"""While a worker waits (for the seeder, or for items other workers hold), one log line this
+often."""
+
 MAX_PAYLOAD_BYTES = 256 * 1024
 """Largest task payload, in bytes of UTF-8. Larger inputs belong in object storage; pass a
 reference instead."""

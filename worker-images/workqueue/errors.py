@@ -1,34 +1,125 @@
-"""Errors a person may see. Each message names the problem and, where there is one, the fix."""
+"""Errors a person may see, and the exit code of each way a process can end.
+
+Each message names the problem and, where there is one, the fix. The chart's podFailurePolicy
+maps the exit codes (``EXIT_CODES`` is the one table: `workqueue --help` and the README show it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_DEAD = 3
+EXIT_SEED_REFUSED = 4
+EXIT_BROKER_UNREACHABLE = 5
+EXIT_STATE_LOST = 6
+EXIT_SEED_TIMEOUT = 7
+EXIT_OTHER_RUN = 8
+EXIT_INTERRUPTED = 130
+EXIT_STOPPED = 143
+
+
+@dataclass(frozen=True)
+class ExitCode:
+    """One row of the exit-code table."""
+
+    code: int
+    meaning: str
+    chart: str
+
+
+EXIT_CODES = (
+    ExitCode(EXIT_OK, "worker: the queue is drained (coarse: its task settled); seeder: seeded; "
+             "status --require-drained: every task done", "pod succeeds"),
+    ExitCode(EXIT_ERROR, "an unexpected error (a bug: please report it)",
+             "counted against backoffLimit; the pod is retried"),
+    ExitCode(EXIT_CONFIG, "bad flag, environment variable or broker credentials",
+             "FailJob at once"),
+    ExitCode(EXIT_DEAD, "drained, but tasks were dead-lettered and onDead is fail",
+             "FailJob at once"),
+    ExitCode(EXIT_SEED_REFUSED, "seeder: the list cannot be seeded (bad task line, count "
+             "mismatch, a missing tasksFrom ConfigMap, another list in the queue, broker full)",
+             "FailJob at once (seeder Job)"),
+    ExitCode(EXIT_BROKER_UNREACHABLE, "the broker stayed unreachable past the connect timeout "
+             "or worker.brokerOutageSeconds", "FailJob at once"),
+    ExitCode(EXIT_STATE_LOST, "the broker lost the queue (restarted without "
+             "broker.persistence, or the queue was deleted)", "FailJob at once"),
+    ExitCode(EXIT_SEED_TIMEOUT, "seeding did not complete within worker.seedTimeoutSeconds",
+             "FailJob at once"),
+    ExitCode(EXIT_OTHER_RUN, "the queue holds another run's state (a different task list)",
+             "FailJob at once"),
+    ExitCode(EXIT_INTERRUPTED, "interrupted (Ctrl-C)", "-"),
+    ExitCode(EXIT_STOPPED, "stopped by SIGTERM before the end; unstarted tasks were given back",
+             "ignored on eviction/preemption (DisruptionTarget), else counted"),
+)
+
+
+def exit_code_table() -> str:
+    """The table as plain text, for `workqueue --help`."""
+    rows = [f"  {row.code:>3}  {row.meaning}\n       chart: {row.chart}" for row in EXIT_CODES]
+    return "exit codes:\n" + "\n".join(rows)
 
 
 class WorkqueueError(Exception):
     """Base class: the CLI prints the message as one line and exits with ``exit_code``."""
 
-    exit_code = 1
+    exit_code = EXIT_ERROR
 
 
 class ConfigError(WorkqueueError):
     """Bad flags, environment or arguments."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG
 
 
 class TaskSourceError(WorkqueueError):
     """A task file that cannot be read as tasks."""
 
-    exit_code = 2
+    exit_code = EXIT_SEED_REFUSED
 
 
 class BrokerUnavailable(WorkqueueError):
-    """The broker could not be reached within the connect timeout."""
+    """The broker could not be reached within the connect timeout or the outage tolerance."""
+
+    exit_code = EXIT_BROKER_UNREACHABLE
 
 
 class BrokerAuthError(WorkqueueError):
     """The broker refused our credentials."""
 
+    exit_code = EXIT_CONFIG
+
+
+class BrokerFull(WorkqueueError):
+    """The broker refused a write because it reached its memory limit."""
+
+    exit_code = EXIT_SEED_REFUSED
+
 
 class SeedConflict(WorkqueueError):
     """The queue already holds a different task list."""
+
+    exit_code = EXIT_SEED_REFUSED
+
+
+class StateLost(WorkqueueError):
+    """The queue's state vanished from the broker while this process was using it."""
+
+    exit_code = EXIT_STATE_LOST
+
+
+class SeedTimeout(WorkqueueError):
+    """Seeding did not complete in time."""
+
+    exit_code = EXIT_SEED_TIMEOUT
+
+
+class OtherRun(WorkqueueError):
+    """The queue belongs to another run (another task list)."""
+
+    exit_code = EXIT_OTHER_RUN
 
 
 class ConnectionLost(WorkqueueError):
@@ -37,3 +128,24 @@ class ConnectionLost(WorkqueueError):
 
 class TaskFailed(Exception):
     """Raised by a handler to fail the current item with a short reason."""
+
+
+def lost_state_message(queue: str, server: str) -> str:
+    """What a worker or `status` says when the queue's state is gone."""
+    return (f"queue {queue!r} on {server} lost its state mid-run: the broker restarted "
+            "without its data or the queue was deleted. Turn on broker.persistence (the chart's "
+            "default) and re-run the job (helm uninstall + install)")
+
+
+def no_state_message(queue: str, server: str, run: str) -> str:
+    """What `status` says when it was told the run but the broker holds no state at all."""
+    return (f"queue {queue!r} on {server} holds no state for run {run}: the seeder never ran "
+            "(see the seeder Job), or the broker lost its data (turn on broker.persistence, "
+            "the chart's default, and re-run the job)")
+
+
+def other_run_message(queue: str, found: str | None, expected: str) -> str:
+    """What a worker, the seeder or `status` says when the queue holds another run."""
+    return (f"queue {queue!r} holds run {found or '(unknown)'}, not this run {expected}: it was "
+            "seeded from a different task list. Uninstall the old release (or `workqueue purge "
+            "--yes`) or install under a new name")

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from .broker import Broker
 from .brokers import connect
-from .errors import ConfigError, WorkqueueError
+from .errors import EXIT_DEAD, EXIT_OK, ConfigError, WorkqueueError
 from .progress import dead_report, status_line, verdict
-from .runner import EXIT_DEAD, EXIT_OK
 
 BACKOFF_LIMIT = 6
 """Failed worker processes replaced before run-local gives up, as a Job's backoffLimit."""

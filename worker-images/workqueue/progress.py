@@ -25,7 +25,10 @@ def status_line(status: Status) -> str:
 def verdict(status: Status) -> str:
     """The final answer a person wants: finished or not, and whether anything failed."""
     if not status.drained:
-        return "not finished: " + status_line(status)
+        if not status.seeded:
+            return "not finished: seeding has not completed"
+        left = status.pending + status.leased
+        return f"not finished: {left} of {status.total} tasks not settled yet"
     if status.dead:
         return (f"finished with failures: {status.done} done, {status.dead} dead-lettered "
                 f"(of {status.total}); `workqueue status --dead 20` lists them")

@@ -18,20 +18,16 @@ from .defaults import (
     LEASE_SECONDS,
     MAX_ATTEMPTS,
     POLL_SECONDS,
+    SEED_TIMEOUT_SECONDS,
+    WAIT_LOG_SECONDS,
 )
-from .errors import ConnectionLost
+from .errors import EXIT_DEAD, EXIT_OK, EXIT_STOPPED, ConnectionLost, SeedTimeout
 from .handlers import Handler
 from .supervisor import Supervisor, run_one
 
 log = logging.getLogger(__name__)
 
 MODES = ("fine", "coarse")
-EXIT_OK = 0
-EXIT_DEAD = 3
-"""The queue finished with dead-lettered items and the policy says to fail (the chart's
-podFailurePolicy turns this exit code into a failed Job at once)."""
-EXIT_STOPPED = 143
-"""Stopped by SIGTERM before the queue was drained: never 0, or a Job would count a success."""
 ACK_FLUSH_SECONDS = 1.0
 """Longest a finished item waits to be recorded while its batch goes on."""
 
@@ -47,6 +43,10 @@ class WorkerConfig:
     grace_seconds: float = GRACE_SECONDS
     fail_on_dead: bool = True
     poll_seconds: float = POLL_SECONDS
+    run_id: str | None = None
+    """The run this worker serves; a queue seeded for another run is refused (OtherRun)."""
+    seed_timeout_seconds: float = SEED_TIMEOUT_SECONDS
+    wait_log_seconds: float = WAIT_LOG_SECONDS
 
 
 @dataclass
@@ -98,13 +98,13 @@ class Runner:
         config = self.config
         batch = 1 if config.mode == "coarse" else config.batch_size
         consumer = self.broker.consumer(self.worker_id, batch, config.lease_seconds,
-                                        config.max_attempts)
+                                        config.max_attempts, config.run_id)
         log.info("worker %s: %s mode on queue %r (batch %d, lease %gs, max attempts %d)",
                  self.worker_id, config.mode, self.broker.queue, batch, config.lease_seconds,
                  config.max_attempts)
         supervisor = Supervisor(consumer, self.handler, lambda: self._stop_deadline)
         supervisor.start()
-        waiting_logged = False
+        waiting = _Waiting(config)
         done: list[Delivery] = []
         try:
             while not self._stop.is_set():
@@ -115,13 +115,10 @@ class Runner:
                 if fetched.drained:
                     return self._finish("queue drained")
                 if not fetched.deliveries:
-                    if not waiting_logged:
-                        log.info("nothing to lease yet: waiting for the seeder or for items "
-                                 "held by other workers")
-                        waiting_logged = True
+                    waiting.idle(fetched.seeded)
                     self._stop.wait(config.poll_seconds)
                     continue
-                waiting_logged = False
+                waiting.busy()
                 done = self._work(consumer, supervisor, fetched.deliveries)
                 if config.mode == "coarse":
                     with supervisor.lock:
@@ -238,3 +235,36 @@ class Runner:
                       "(set onDead=succeed to exit 0).", status.dead, EXIT_DEAD)
             return EXIT_DEAD
         return EXIT_OK
+
+
+class _Waiting:
+    """A worker with nothing to lease: it says what it waits for every ``wait_log_seconds``,
+    and gives up once seeding has not completed ``seed_timeout_seconds`` after it started."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.since: float | None = None
+        self.next_log = 0.0
+
+    def idle(self, seeded: bool) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since, self.next_log = now, now
+        if not seeded and now - self.started >= self.config.seed_timeout_seconds:
+            raise SeedTimeout(
+                f"seeding did not complete within {self.config.seed_timeout_seconds:.0f}s "
+                "(worker.seedTimeoutSeconds): see the seeder Job's pods and logs. If the seeder "
+                "had finished, the broker lost its data: turn on broker.persistence")
+        if now >= self.next_log:
+            if seeded:
+                log.info("nothing to lease for %.0fs: the remaining items are held by other "
+                         "workers; their leases come back if those workers died", now - self.since)
+            else:
+                left = self.config.seed_timeout_seconds - (now - self.started)
+                log.info("waiting for the seeder to finish (%.0fs so far; giving up in %.0fs)",
+                         now - self.since, left)
+            self.next_log = now + self.config.wait_log_seconds
+
+    def busy(self) -> None:
+        self.since = None

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import shutil
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -14,8 +17,8 @@ from typing import TypeVar
 
 from .broker import Broker, SeedState
 from .defaults import SEED_BATCH_MAX_CHARS, SEED_BATCH_SIZE
-from .errors import SeedConflict, TaskSourceError
-from .taskfile import iter_tasks, scan_tasks
+from .errors import SeedConflict, TaskSourceError, other_run_message
+from .taskfile import iter_tasks, resolve_format, scan_tasks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,15 +35,34 @@ class SeedReport:
 
 
 def seed(broker: Broker, source: str, fmt: str = "auto", batch_size: int = SEED_BATCH_SIZE,
-         expect_count: int | None = None) -> SeedReport:
-    """Seed ``source`` into ``broker``'s queue. Safe to re-run after a crash or an upgrade."""
+         expect_count: int | None = None, run_id: str | None = None) -> SeedReport:
+    """Seed ``source`` into ``broker``'s queue for run ``run_id``. Safe to re-run after a crash
+    or an upgrade. ``-`` reads stdin, spooled to a temporary file: seeding reads its source
+    twice (to count and fingerprint it, then to write it)."""
+    if source != "-":
+        return _seed(broker, source, fmt, batch_size, expect_count, run_id)
+    with tempfile.NamedTemporaryFile(prefix="workqueue-stdin-") as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool)
+        spool.flush()
+        try:
+            return _seed(broker, spool.name, resolve_format("-", fmt), batch_size,
+                         expect_count, run_id)
+        except TaskSourceError as exc:
+            raise TaskSourceError(str(exc).replace(spool.name, "<stdin>")) from None
+
+
+def _seed(broker: Broker, source: str, fmt: str, batch_size: int, expect_count: int | None,
+          run_id: str | None) -> SeedReport:
     scan = scan_tasks(source, fmt)
     if expect_count is not None and expect_count != scan.count:
         raise TaskSourceError(
-            f"{source} holds {scan.count} tasks but {expect_count} were expected "
-            "(tasksFrom.count): regenerate the values and task ConfigMaps together"
+            f"{source} holds {scan.count} tasks but {expect_count} were expected: apply every "
+            "tasksFrom ConfigMap (kubectl apply --server-side -f NAME-tasks.yaml), and "
+            "regenerate the values and the ConfigMaps together"
         )
     state = broker.seed_state()
+    if run_id and state.run not in (None, run_id):
+        raise SeedConflict(other_run_message(broker.queue, state.run, run_id))
     if state.fingerprint not in (None, scan.fingerprint):
         raise SeedConflict(
             f"queue {broker.queue!r} was already seeded from a different task list: use a new "
@@ -53,7 +75,7 @@ def seed(broker: Broker, source: str, fmt: str = "auto", batch_size: int = SEED_
     if state.cursor:
         log.info("resuming seeding at task %d of %d", state.cursor + 1, scan.count)
     resumed_from = state.cursor
-    state = SeedState(state.cursor, scan.fingerprint, scan.count)
+    state = SeedState(state.cursor, scan.fingerprint, scan.count, run=run_id)
     progress = _Progress(scan.count)
     tasks = islice(iter_tasks(source, fmt), state.cursor, None)
     for batch in read_ahead(batches(tasks, batch_size)):

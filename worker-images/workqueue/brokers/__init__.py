@@ -6,6 +6,7 @@ import os
 from urllib.parse import urlsplit
 
 from ..broker import Broker
+from ..defaults import CONNECT_TIMEOUT_SECONDS, OUTAGE_SECONDS
 from ..errors import ConfigError
 
 PASSWORD_ENV = ("WORKQUEUE_BROKER_PASSWORD", "WORKQUEUE_BROKER_PASSWORD_FILE")
@@ -16,8 +17,11 @@ SCHEMES = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "ra
 
 
 def connect(url: str, queue: str, password: str | None = None,
-            connect_timeout: float = 300.0) -> Broker:
-    """Open the broker named by ``url`` (redis://host:port/db or amqp://user@host:port/vhost)."""
+            connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+            outage_seconds: float = OUTAGE_SECONDS) -> Broker:
+    """Open the broker named by ``url`` (redis://host:port/db or amqp://user@host:port/vhost),
+    waiting up to ``connect_timeout`` seconds for it to answer, and later riding out outages of
+    up to ``outage_seconds``."""
     scheme = urlsplit(url).scheme
     kind = SCHEMES.get(scheme)
     if kind is None:
@@ -28,10 +32,10 @@ def connect(url: str, queue: str, password: str | None = None,
     if kind == "redis":
         from .redis import RedisBroker
 
-        return RedisBroker(url, queue, password, connect_timeout)
+        return RedisBroker(url, queue, password, connect_timeout, outage_seconds)
     from .rabbitmq import RabbitMQBroker
 
-    return RabbitMQBroker(url, queue, password, connect_timeout)
+    return RabbitMQBroker(url, queue, password, connect_timeout, outage_seconds)
 
 
 def password_from_env() -> str | None:

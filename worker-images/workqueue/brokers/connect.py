@@ -1,4 +1,5 @@
-"""Retrying the first connection: pods often start before their broker is ready."""
+"""Riding out a broker that is away: pods often start before their broker is ready, and a broker
+pod that is rescheduled (a volume re-attached, an image pulled) can be gone for minutes."""
 
 from __future__ import annotations
 
@@ -13,32 +14,65 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _TRANSIENT = (OSError, ConnectionError, TimeoutError)
+LOG_EVERY_SECONDS = 30.0
+"""While a broker is away, one log line this often: never silence, never a flood."""
+MAX_DELAY_SECONDS = 5.0
+"""Longest wait between two tries."""
+
+
+class Outage:
+    """One spell of a broker being unreachable: backoff between tries, a log line every
+    LOG_EVERY_SECONDS, and BrokerUnavailable once ``tolerance`` seconds have passed."""
+
+    def __init__(self, server: str, tolerance: float, fix: str) -> None:
+        self.server, self.tolerance, self.fix = server, tolerance, fix
+        self.started = time.monotonic()
+        self.delay = 0.2
+        self.next_log = self.started
+
+    def wait(self, exc: BaseException) -> None:
+        """Sleep before the next try, or raise BrokerUnavailable if the tolerance is spent."""
+        now = time.monotonic()
+        away = now - self.started
+        if away + self.delay > self.tolerance:
+            raise BrokerUnavailable(
+                f"cannot reach {self.server} after {self.tolerance:.0f}s ({reason(exc)}): "
+                f"{self.fix}") from exc
+        if now >= self.next_log:
+            log.warning("cannot reach %s for %.0fs (%s); retrying for up to %.0fs", self.server,
+                        away, reason(exc), self.tolerance)
+            self.next_log = now + LOG_EVERY_SECONDS
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, MAX_DELAY_SECONDS)
+
+    def ended(self) -> None:
+        """The broker answered again."""
+        away = time.monotonic() - self.started
+        if away >= 1.0:
+            log.warning("%s is back after %.0fs", self.server, away)
 
 
 def retry_until(attempt: Callable[[], T], timeout: float, server: str,
                 transient: tuple[type[BaseException], ...] = ()) -> T:
-    """Call ``attempt`` until it succeeds, with backoff, for up to ``timeout`` seconds.
+    """Call ``attempt`` until it succeeds, for up to ``timeout`` seconds.
 
     Auth errors are final at once; anything in ``transient`` (plus socket errors) is retried.
     """
-    deadline = time.monotonic() + timeout
-    delay, tries = 0.2, 0
+    outage: Outage | None = None
     while True:
-        tries += 1
         try:
-            return attempt()
+            result = attempt()
         except BrokerAuthError:
             raise
         except (*_TRANSIENT, *transient, _redis_connection_error()) as exc:
-            if time.monotonic() + delay > deadline:
-                raise BrokerUnavailable(
-                    f"cannot reach {server} after {timeout:.0f}s ({_reason(exc)}): check the "
-                    "broker is running and that this pod may reach it (NetworkPolicy, Service)"
-                ) from exc
-            if tries in (1, 5) or tries % 20 == 0:
-                log.info("waiting for %s (%s); retrying", server, _reason(exc))
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            if outage is None:
+                outage = Outage(server, timeout, "check the broker is running and that this pod "
+                                "may reach it (NetworkPolicy, Service)")
+            outage.wait(exc)
+            continue
+        if outage is not None:
+            outage.ended()
+        return result
 
 
 def _redis_connection_error() -> type[BaseException]:
@@ -47,6 +81,7 @@ def _redis_connection_error() -> type[BaseException]:
     return redis.ConnectionError
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
+    """The first line of an exception's message, shortened."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:120]

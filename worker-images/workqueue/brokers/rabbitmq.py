@@ -29,7 +29,16 @@ import pika.exceptions as amqp
 from pika.adapters.blocking_connection import BlockingChannel
 
 from ..broker import Broker, Consumer, DeadItem, Delivery, Fetch, Outcome, SeedState, Status
-from ..errors import BrokerAuthError, ConnectionLost, WorkqueueError
+from ..defaults import CONNECT_TIMEOUT_SECONDS, OUTAGE_SECONDS
+from ..errors import (
+    BrokerAuthError,
+    ConnectionLost,
+    OtherRun,
+    StateLost,
+    WorkqueueError,
+    lost_state_message,
+    other_run_message,
+)
 from ..message import Item, MalformedItem, decode, encode, item_id
 from .connect import retry_until
 
@@ -43,26 +52,30 @@ SAFETY_DELIVERY_LIMIT = 1000
 """Server-side cap on redeliveries, above any maxAttempts; RabbitMQ 4 drops at 20 by default."""
 _RECOVERABLE = (amqp.AMQPConnectionError, amqp.AMQPChannelError, amqp.StreamLostError,
                 amqp.ConnectionWrongStateError, amqp.ChannelWrongStateError)
+NOT_FOUND = 404
+"""AMQP reply code for a queue that does not exist: ours were declared, so they were deleted
+(or the broker restarted without its data)."""
 
 
 class RabbitMQBroker(Broker):
     """A queue made of five RabbitMQ queues (see the module docstring)."""
 
     def __init__(self, url: str, queue: str, password: str | None = None,
-                 connect_timeout: float = 300.0, heartbeat_seconds: int = 30) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+                 outage_seconds: float = OUTAGE_SECONDS, heartbeat_seconds: int = 30) -> None:
         self.queue = queue
         self.names = {role: f"wq.{queue}.{role}"
                       for role in ("tasks", "done", "dead", "retries", "seed", "seeded")}
         self.params = _parameters(url, password, heartbeat_seconds)
         self.server = f"rabbitmq at {self.params.host}:{self.params.port}"
-        self.connect_timeout = connect_timeout
-        self.connection = self.open_connection()
+        self.outage_seconds = outage_seconds
+        self.connection = self.open_connection(connect_timeout)
         self.channel = self.connection.channel()
         self._seed_channel: BlockingChannel | None = None
         self._declare(self.channel)
 
-    def open_connection(self) -> pika.BlockingConnection:
-        """A new connection, retried until the connect timeout."""
+    def open_connection(self, timeout: float) -> pika.BlockingConnection:
+        """A new connection, retried for up to ``timeout`` seconds."""
         def attempt() -> pika.BlockingConnection:
             try:
                 return pika.BlockingConnection(self.params)
@@ -77,8 +90,12 @@ class RabbitMQBroker(Broker):
                     "the user permissions there or fix the vhost in the URL"
                 ) from exc
 
-        return retry_until(attempt, self.connect_timeout, self.server,
-                           transient=(amqp.AMQPConnectionError,))
+        return retry_until(attempt, timeout, self.server, transient=(amqp.AMQPConnectionError,))
+
+    def check_not_lost(self, exc: BaseException) -> None:
+        """Raise StateLost if ``exc`` says one of our queues no longer exists."""
+        if isinstance(exc, amqp.ChannelClosedByBroker) and exc.reply_code == NOT_FOUND:
+            raise StateLost(lost_state_message(self.queue, self.server)) from exc
 
     def _declare(self, channel: BlockingChannel) -> None:
         channel.queue_declare(self.names["tasks"], durable=True, arguments={
@@ -96,13 +113,18 @@ class RabbitMQBroker(Broker):
         try:
             return action(self.channel)
         except _RECOVERABLE as exc:
+            self.check_not_lost(exc)
             log.info("reconnecting to %s (%s)", self.server, exc)
             with contextlib.suppress(Exception):
                 self.connection.close()
-            self.connection = self.open_connection()
+            self.connection = self.open_connection(self.outage_seconds)
             self.channel = self.connection.channel()
             self._seed_channel = None
+        try:
             return action(self.channel)
+        except amqp.ChannelClosedByBroker as exc:
+            self.check_not_lost(exc)
+            raise
 
     def count(self, role: str) -> int:
         """Ready messages in one of the queues."""
@@ -124,7 +146,7 @@ class RabbitMQBroker(Broker):
         raw = self.peek("seed") or {}
         return SeedState(
             cursor=int(raw.get("cursor", 0)), fingerprint=raw.get("fingerprint"),
-            total=raw.get("total"), complete=bool(raw.get("complete")),
+            total=raw.get("total"), complete=bool(raw.get("complete")), run=raw.get("run"),
         )
 
     def _seeding_channel(self) -> BlockingChannel:
@@ -148,11 +170,13 @@ class RabbitMQBroker(Broker):
                                   encode(item_id(state.cursor + offset), payload),
                                   pika.BasicProperties(delivery_mode=PERSISTENT))
         return self._commit_seed_state(
-            state, SeedState(state.cursor + len(payloads), state.fingerprint, state.total))
+            state, SeedState(state.cursor + len(payloads), state.fingerprint, state.total,
+                             run=state.run))
 
     def mark_seeded(self, state: SeedState) -> SeedState:
         return self._commit_seed_state(
-            state, SeedState(state.cursor, state.fingerprint, state.total, complete=True))
+            state, SeedState(state.cursor, state.fingerprint, state.total, complete=True,
+                             run=state.run))
 
     def _commit_seed_state(self, old: SeedState, new: SeedState) -> SeedState:
         """Swap the cursor message for ``new`` in the same transaction as the batch."""
@@ -165,19 +189,20 @@ class RabbitMQBroker(Broker):
                                  "one seeder at a time")
         channel.basic_publish("", self.names["seed"], json.dumps({
             "cursor": new.cursor, "fingerprint": new.fingerprint, "total": new.total,
-            "complete": new.complete}), pika.BasicProperties(delivery_mode=PERSISTENT))
+            "complete": new.complete, "run": new.run}),
+            pika.BasicProperties(delivery_mode=PERSISTENT))
         if method is not None:
             channel.basic_ack(method.delivery_tag)
         if new.complete:
-            channel.basic_publish("", self.names["seeded"],
-                                  json.dumps({"total": new.total, "fingerprint": new.fingerprint}),
-                                  pika.BasicProperties(delivery_mode=PERSISTENT))
+            channel.basic_publish("", self.names["seeded"], json.dumps({
+                "total": new.total, "fingerprint": new.fingerprint, "run": new.run}),
+                pika.BasicProperties(delivery_mode=PERSISTENT))
         channel.tx_commit()
         return new
 
     def consumer(self, worker_id: str, prefetch: int, lease_seconds: float,
-                 max_attempts: int) -> Consumer:
-        return _RabbitConsumer(self, worker_id, prefetch, max_attempts)
+                 max_attempts: int, run_id: str | None = None) -> Consumer:
+        return _RabbitConsumer(self, worker_id, prefetch, max_attempts, run_id)
 
     def done_count(self) -> int:
         """Items done: the sum of the receipts, merged into one as they are read so that the
@@ -208,11 +233,14 @@ class RabbitMQBroker(Broker):
 
     def status(self) -> Status:
         marker = self.peek("seeded")
+        cursor = marker or self.peek("seed")
         pending, done, dead = self.count("tasks"), self.done_count(), self.count("dead")
         total = marker["total"] if marker else None
         leased = max(total - pending - done - dead, 0) if total is not None else 0
         return Status(seeded=marker is not None, total=total, pending=pending, leased=leased,
-                      done=done, dead=dead, retried=self.count("retries"))
+                      done=done, dead=dead, retried=self.count("retries"),
+                      run=cursor.get("run") if cursor else None,
+                      exists=cursor is not None or pending + done + dead > 0)
 
     def dead_items(self, limit: int) -> list[DeadItem]:
         def action(_main: BlockingChannel) -> list[DeadItem]:
@@ -291,11 +319,13 @@ class _RabbitConsumer(Consumer):
     """
 
     def __init__(self, broker: RabbitMQBroker, worker_id: str, prefetch: int,
-                 max_attempts: int) -> None:
+                 max_attempts: int, run_id: str | None) -> None:
         self.broker = broker
         self.worker = worker_id
         self.prefetch = prefetch
         self.max_attempts = max_attempts
+        self.run_id = run_id
+        self.cancelled_by_server = False
         # pika sends AMQP heartbeats only while we hand it the connection; the server drops a
         # connection silent for two heartbeat periods.
         self.keep_alive_seconds = broker.params.heartbeat / 3
@@ -306,18 +336,29 @@ class _RabbitConsumer(Consumer):
         self._open()
 
     def _open(self) -> None:
-        self.connection = self.broker.open_connection()
+        self.connection = self.broker.open_connection(self.broker.outage_seconds)
         self.channel = self.connection.channel()
         self.channel.tx_select()
         self.buffer.clear()
         self.returned.clear()
         self.unacked.clear()
         self.tag = None
+        self.cancelled_by_server = False
         # With prefetch 1 (coarse mode) pull with basic.get: a pushed-ahead message would be
         # handed back at exit, and every hand-back raises x-delivery-count, our crash counter.
         if self.prefetch > 1:
             self.channel.basic_qos(prefetch_count=self.prefetch)
-            self.tag = self.channel.basic_consume(self.broker.names["tasks"], self._on_message)
+            # Deleting a queue cancels its consumers: the next fetch then finds out why.
+            self.channel.add_on_cancel_callback(self._on_cancel)
+            try:
+                self.tag = self.channel.basic_consume(self.broker.names["tasks"],
+                                                      self._on_message)
+            except amqp.ChannelClosedByBroker as exc:
+                self.broker.check_not_lost(exc)
+                raise
+
+    def _on_cancel(self, _method: object) -> None:
+        self.cancelled_by_server = True
 
     def _on_message(self, _channel: object, method: object, props: pika.BasicProperties,
                     body: bytes) -> None:
@@ -325,6 +366,7 @@ class _RabbitConsumer(Consumer):
         self.unacked.add(method.delivery_tag)  # type: ignore[attr-defined]
 
     def _reconnect(self, exc: BaseException) -> None:
+        self.broker.check_not_lost(exc)
         log.warning("lost %s (%s); reconnecting. Items held on that connection go back to the "
                     "queue and will be redelivered.", self.broker.server, exc)
         # The connection is already broken; closing it is best effort.
@@ -346,6 +388,8 @@ class _RabbitConsumer(Consumer):
 
     def fetch(self, count: int) -> Fetch:
         try:
+            if self.cancelled_by_server:
+                self._reconnect(ConnectionLost("the server cancelled our subscription"))
             if self.tag is None and not self.returned:
                 method, props, body = self.channel.basic_get(self.broker.names["tasks"])
                 if method is not None:
@@ -362,7 +406,7 @@ class _RabbitConsumer(Consumer):
                     taken.append(delivery)
             if taken:
                 return Fetch(taken)
-            return Fetch(drained=self._drained())
+            return self._idle()
         except _RECOVERABLE as exc:
             self._reconnect(exc)
             return Fetch()
@@ -382,14 +426,22 @@ class _RabbitConsumer(Consumer):
             return None
         return Delivery(Item(item_id_, payload, attempt), tag)
 
-    def _drained(self) -> bool:
+    def _idle(self) -> Fetch:
+        """Nothing to lease: drained, or waiting for the seeder, or the queue is not ours.
+
+        The marker is read until seen once, then remembered: a read finds it missing while
+        another worker's read holds it, so its absence cannot tell that the state was lost.
+        Lost state shows instead as our queues gone (404) or our subscription cancelled."""
         if self.total is None:
             marker = self.broker.peek("seeded")
-            self.total = marker["total"] if marker else None
-        if self.total is None:
-            return False
+            if marker is None:
+                return Fetch(seeded=False)
+            if self.run_id and marker.get("run") not in (None, self.run_id):
+                raise OtherRun(other_run_message(self.broker.queue, marker.get("run"),
+                                                 self.run_id))
+            self.total = marker["total"]
         resolved = self.broker.done_count() + self.broker.count("dead")
-        return resolved >= self.total
+        return Fetch(drained=resolved >= self.total)
 
     def ack(self, delivery: Delivery) -> Outcome:
         return self.ack_many([delivery])[0]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -13,12 +14,22 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from ..broker import Broker, Consumer, DeadItem, Delivery, Fetch, Outcome, SeedState, Status
-from ..defaults import HEARTBEAT_FRACTION
-from ..errors import BrokerAuthError, SeedConflict, WorkqueueError
+from ..defaults import CONNECT_TIMEOUT_SECONDS, HEARTBEAT_FRACTION, OUTAGE_SECONDS
+from ..errors import (
+    BrokerAuthError,
+    BrokerFull,
+    OtherRun,
+    SeedConflict,
+    StateLost,
+    WorkqueueError,
+    lost_state_message,
+    other_run_message,
+)
 from ..message import Item, item_id
-from .connect import retry_until
+from .connect import Outage, retry_until
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _LUA = resources.files(__package__) / "lua"
 _PRELUDE = (_LUA / "common.lua").read_text()
@@ -35,9 +46,11 @@ class RedisBroker(Broker):
     """A queue kept in nine keys sharing the hash tag ``{queue}``."""
 
     def __init__(self, url: str, queue: str, password: str | None = None,
-                 connect_timeout: float = 300.0) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+                 outage_seconds: float = OUTAGE_SECONDS) -> None:
         self.queue = queue
         self.server = _server_name(url)
+        self.outage_seconds = outage_seconds
         self.client = redis.Redis.from_url(
             url, password=password or None, decode_responses=True, socket_connect_timeout=5,
             socket_timeout=30, health_check_interval=15, retry=Retry(NoBackoff(), 0),
@@ -50,8 +63,9 @@ class RedisBroker(Broker):
             for name in _SCRIPTS
         }
         retry_until(self._ping, connect_timeout, self.server)
-        # Once connected, the client's own retry rides out short outages (a broker restart).
-        self.client.set_retry(Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=40))
+        # Once connected, the client retries a dropped connection briefly; `call` rides out
+        # longer outages for up to `outage_seconds`.
+        self.client.set_retry(Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=3))
 
     def _ping(self) -> None:
         try:
@@ -69,24 +83,59 @@ class RedisBroker(Broker):
                 ) from exc
             raise
 
+    def call(self, action: Callable[[], T]) -> T:
+        """Run ``action`` against the server, riding out an outage of up to
+        ``outage_seconds`` (a broker pod rescheduled), and turn the server's refusals into
+        errors that say what to do."""
+        outage: Outage | None = None
+        while True:
+            try:
+                result = action()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # BusyLoadingError (a restarted server replaying its AOF) is a ConnectionError.
+                if outage is None:
+                    outage = Outage(self.server, self.outage_seconds,
+                                    "the broker is down; see its pod's events and logs")
+                outage.wait(exc)
+                continue
+            except redis.ResponseError as exc:
+                refusal = self._refusal(exc)
+                if refusal is None:
+                    raise
+                raise refusal from exc
+            if outage is not None:
+                outage.ended()
+            return result
+
+    def _refusal(self, exc: redis.ResponseError) -> WorkqueueError | None:
+        text = str(exc)
+        if "NOSTATE" in text:
+            return StateLost(lost_state_message(self.queue, self.server))
+        if text.startswith("OOM"):
+            return BrokerFull(
+                f"{self.server} is out of memory (maxmemory) and refused the write: raise "
+                "broker.redis.resources.limits.memory, or seed fewer or smaller tasks")
+        return None
+
     def run(self, script: str, *args: object) -> object:
         """Run one of the Lua scripts with the queue's keys."""
-        return self._scripts[script](keys=self.keys, args=list(args))
+        return self.call(lambda: self._scripts[script](keys=self.keys, args=list(args)))
 
     def seed_state(self) -> SeedState:
-        raw = self.client.hgetall(self._key["state"])
+        raw = self.call(lambda: self.client.hgetall(self._key["state"]))
         return SeedState(
             cursor=int(raw.get("cursor", 0)),
             fingerprint=raw.get("fingerprint"),
             total=int(raw["total"]) if "total" in raw else None,
             complete=raw.get("complete") == "1",
+            run=raw.get("run"),
         )
 
     def seed_batch(self, state: SeedState, payloads: Sequence[str]) -> SeedState:
         batch = []
         for offset, payload in enumerate(payloads):
             batch += (item_id(state.cursor + offset), payload)
-        args = (state.cursor, state.fingerprint, state.total,
+        args = (state.cursor, state.fingerprint, state.total, state.run or "",
                 json.dumps(batch, ensure_ascii=False))
         try:
             cursor = int(self.run("enqueue", *args))
@@ -101,42 +150,51 @@ class RedisBroker(Broker):
             raise WorkqueueError(
                 f"another seeder is writing queue {self.queue!r} ({exc}); run one seeder at a time"
             ) from exc
-        return SeedState(cursor, state.fingerprint, state.total, complete=False)
+        return SeedState(cursor, state.fingerprint, state.total, complete=False, run=state.run)
 
     def mark_seeded(self, state: SeedState) -> SeedState:
-        self.client.hset(self._key["state"], "complete", "1")
-        return SeedState(state.cursor, state.fingerprint, state.total, complete=True)
+        self.call(lambda: self.client.hset(self._key["state"], "complete", "1"))
+        return SeedState(state.cursor, state.fingerprint, state.total, complete=True,
+                         run=state.run)
 
     def consumer(self, worker_id: str, prefetch: int, lease_seconds: float,
-                 max_attempts: int) -> Consumer:
-        return _RedisConsumer(self, worker_id, lease_seconds, max_attempts)
+                 max_attempts: int, run_id: str | None = None) -> Consumer:
+        return _RedisConsumer(self, worker_id, lease_seconds, max_attempts, run_id)
 
     def status(self) -> Status:
         k = self._key
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(k["state"]).llen(k["pending"]).zcard(k["leases"])
-            pipe.scard(k["done"]).hlen(k["dead"])
-            state, pending, leased, done, dead = pipe.execute()
+
+        def read() -> list:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(k["state"]).llen(k["pending"]).zcard(k["leases"])
+                pipe.scard(k["done"]).hlen(k["dead"])
+                return pipe.execute()
+
+        state, pending, leased, done, dead = self.call(read)
         return Status(
             seeded=state.get("complete") == "1",
             total=int(state["total"]) if "total" in state else None,
             pending=pending, leased=leased, done=done, dead=dead,
-            retried=int(state.get("retried", 0)),
+            retried=int(state.get("retried", 0)), run=state.get("run"), exists=bool(state),
         )
 
     def dead_items(self, limit: int) -> list[DeadItem]:
-        found = []
-        for item, raw in self.client.hscan_iter(self._key["dead"], count=max(limit, 100)):
-            entry = json.loads(raw)
-            found.append(DeadItem(item, entry["payload"], int(entry["attempts"]), entry["error"]))
-        return sorted(found, key=lambda d: d.id)[:limit]
+        def read() -> list[DeadItem]:
+            found = []
+            for item, raw in self.client.hscan_iter(self._key["dead"], count=max(limit, 100)):
+                entry = json.loads(raw)
+                found.append(DeadItem(item, entry["payload"], int(entry["attempts"]),
+                                      entry["error"]))
+            return found
+
+        return sorted(self.call(read), key=lambda d: d.id)[:limit]
 
     def done_ids(self) -> set[str]:
         """Ids of every item done; for checks and tests."""
         return set(self.client.sscan_iter(self._key["done"], count=1000))
 
     def purge(self) -> None:
-        self.client.delete(*self.keys)
+        self.call(lambda: self.client.delete(*self.keys))
 
     def close(self) -> None:
         self.client.close()
@@ -144,12 +202,14 @@ class RedisBroker(Broker):
 
 class _RedisConsumer(Consumer):
     def __init__(self, broker: RedisBroker, worker_id: str, lease_seconds: float,
-                 max_attempts: int) -> None:
+                 max_attempts: int, run_id: str | None) -> None:
         self.broker = broker
         self.worker = worker_id
         self.lease_ms = int(lease_seconds * 1000)
         self.max_attempts = max_attempts
+        self.run_id = run_id
         self.keep_alive_seconds = lease_seconds / HEARTBEAT_FRACTION
+        self.saw_state = False
 
     def fetch(self, count: int) -> Fetch:
         return self.ack_and_fetch((), count)[1]
@@ -157,10 +217,20 @@ class _RedisConsumer(Consumer):
     def ack_and_fetch(self, done: Sequence[Delivery],
                       count: int) -> tuple[list[Outcome], Fetch]:
         acked, kind, *rest = self.broker.run("fetch", self.worker, count, self.lease_ms,
-                                             self.max_attempts, *(d.item.id for d in done))
+                                             self.max_attempts, self.run_id or "",
+                                             *(d.item.id for d in done))
+        if kind == "nostate":
+            if self.saw_state:
+                raise StateLost(lost_state_message(self.broker.queue, self.broker.server))
+            return [], Fetch(seeded=False)
+        if kind == "otherrun":
+            raise OtherRun(other_run_message(self.broker.queue, rest[0], self.run_id or ""))
+        self.saw_state = True
         outcomes = [Outcome.DONE if ok else Outcome.LOST for ok in acked]
-        if kind != "items":
-            return outcomes, Fetch(drained=kind == "drained")
+        if kind == "drained":
+            return outcomes, Fetch(drained=True)
+        if kind == "empty":
+            return outcomes, Fetch(seeded=rest[0] == 1)
         flat = rest[0]
         return outcomes, Fetch([
             Delivery(Item(flat[i], flat[i + 1], int(flat[i + 2])))

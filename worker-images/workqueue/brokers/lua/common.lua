@@ -1,6 +1,7 @@
 -- Prelude joined in front of every script in this folder (see brokers/redis.py).
 -- KEYS, the same for every script, all in one hash slot ({queue}):
---   1 state     hash: cursor, fingerprint, total, complete, retried
+--   1 state     hash: cursor, fingerprint, total, run, complete, retried. It exists from the
+--               first seeding batch on: a worker that finds it gone lost the queue (NOSTATE).
 --   2 pending   list of ids, FIFO (RPUSH in, LPOP out)
 --   3 leases    sorted set id -> lease expiry (ms, server clock)
 --   4 owners    hash id -> worker id holding the lease
@@ -16,6 +17,14 @@ local state, pending, leases, owners, attempts, items, errors, done, dead =
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Abort with NOSTATE unless the queue's state exists: a worker that holds leases and finds it
+-- gone is talking to a broker that restarted empty or a queue that was purged.
+local function require_state()
+  if redis.call('EXISTS', state) == 0 then
+    error({err = 'NOSTATE the queue state is gone'})
+  end
 end
 
 local function owned_by(id, worker)

@@ -1,11 +1,27 @@
 -- Mark the previous batch's successes done (as ack.lua), reap expired leases, then lease up to
 -- `count` items to `worker`.
--- ARGV: worker, count, lease_ms, max_attempts, then the ids done (possibly none)
--- Returns {acked, 'items', {id1, payload1, attempt1, ...}}, or {acked, 'drained'} once seeding is
--- complete and nothing is pending or leased, or {acked, 'empty'} while other workers still hold
--- leases; `acked` holds one 1 (done) or 0 (lease lost) per id done.
-local worker, count, lease_ms, max_attempts = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local acked = mark_done(worker, 5)
+-- ARGV: worker, count, lease_ms, max_attempts, run, then the ids done (possibly none). `run` is
+-- the run this worker serves ('' for any).
+-- Returns {acked, kind, extra}; `acked` holds one 1 (done) or 0 (lease lost) per id done, and
+-- kind is one of:
+--   'items'    extra = {id1, payload1, attempt1, ...}
+--   'drained'  seeding is complete and nothing is pending or leased
+--   'empty'    nothing to lease now; extra = 1 once seeding is complete (others hold leases)
+--   'nostate'  no seeding has started, or the state is gone (the caller knows which)
+--   'otherrun' the queue was seeded for another run; extra = that run
+local worker, count, lease_ms, max_attempts, run =
+  ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local seeded_run, complete = unpack(redis.call('HMGET', state, 'run', 'complete'))
+if redis.call('EXISTS', state) == 0 then
+  if #ARGV > 5 then
+    require_state()
+  end
+  return {{}, 'nostate'}
+end
+if run ~= '' and seeded_run and seeded_run ~= run then
+  return {{}, 'otherrun', seeded_run}
+end
+local acked = mark_done(worker, 6)
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
@@ -28,7 +44,7 @@ end
 if #out > 0 then
   return {acked, 'items', out}
 end
-if redis.call('HGET', state, 'complete') == '1' and redis.call('ZCARD', leases) == 0 then
+if complete == '1' and redis.call('ZCARD', leases) == 0 then
   return {acked, 'drained'}
 end
-return {acked, 'empty'}
+return {acked, 'empty', complete == '1' and 1 or 0}

@@ -1,6 +1,7 @@
 -- Give back leased items that were never started, to the front of the queue and in order,
 -- without counting an attempt (used on SIGTERM and when a coarse worker leased extra).
 -- ARGV: worker, id1, id2, ...
+require_state()
 local worker = ARGV[1]
 for i = #ARGV, 2, -1 do
   local id = ARGV[i]
