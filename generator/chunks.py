@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import TextIO
@@ -48,16 +49,20 @@ def iter_chunks(tasks: Iterator[str]) -> Iterator[list[str]]:
 
 
 def write_chunks(env: Environment, out: TextIO, release: str, chunks: Iterator[list[str]],
-                 ) -> tuple[list[str], int]:
-    """Write one ConfigMap per chunk to ``out`` as a YAML stream; return their names in order
-    and the number of tasks they hold."""
+                 ) -> tuple[list[str], int, str]:
+    """Write one ConfigMap per chunk to ``out`` as a YAML stream; return their names in order,
+    the number of tasks they hold, and a checksum of their contents (the chart's
+    tasksFrom.checksum: a changed list under the same names is then a different run)."""
     template = env.get_template("tasks-configmap.yaml.j2")
     names = []
     count = 0
+    digest = hashlib.sha256()
     for index, lines in enumerate(chunks):
         count += len(lines)
+        for line in lines:
+            digest.update(line.encode() + b"\n")
         name = chunk_name(release, index)
         out.write(template.render(name=name, release=release, key=CHUNK_KEY, index=index,
                                   count=len(lines), lines=lines))
         names.append(name)
-    return names, count
+    return names, count, digest.hexdigest()[:32]

@@ -142,9 +142,9 @@ def generate(options: Options) -> Result:
 
     manifest = AtomicFile(_manifest_path(options))
     try:
-        names, count = write_chunks(env, manifest.file, options.name,
-                                    iter_chunks(itertools.chain(inline, tasks)))
-        result = _finish(options, chart, env, [], count, names, manifest.target)
+        names, count, checksum = write_chunks(env, manifest.file, options.name,
+                                              iter_chunks(itertools.chain(inline, tasks)))
+        result = _finish(options, chart, env, [], count, names, manifest.target, checksum)
         manifest.commit()
     except BaseException:
         manifest.discard()
@@ -153,7 +153,7 @@ def generate(options: Options) -> Result:
 
 
 def _values(options: Options, chart: Chart, tasks: list[str], count: int,
-            config_maps: list[str]) -> dict[str, Any]:
+            config_maps: list[str], checksum: str) -> dict[str, Any]:
     defaults = chart.defaults
     repository, tag = _split_image(options.image) if options.image else (
         defaults["image"]["repository"], defaults["image"]["tag"] or chart.app_version)
@@ -172,7 +172,7 @@ def _values(options: Options, chart: Chart, tasks: list[str], count: int,
     }
     if config_maps:
         values["tasks"] = []
-        values["tasksFrom"] = {"configMaps": config_maps, "count": count}
+        values["tasksFrom"] = {"configMaps": config_maps, "count": count, "checksum": checksum}
     else:
         values["tasks"] = tasks
     return values
@@ -188,8 +188,8 @@ def _check(chart: Chart, values: dict[str, Any]) -> None:
 
 
 def _finish(options: Options, chart: Chart, env: Environment, tasks: list[str], count: int,
-            config_maps: list[str], manifest: Path | None) -> Result:
-    values = _values(options, chart, tasks, count, config_maps)
+            config_maps: list[str], manifest: Path | None, checksum: str = "") -> Result:
+    values = _values(options, chart, tasks, count, config_maps, checksum)
     _check(chart, values)
     text = env.get_template("values.yaml.j2").render(
         source=options.tasks if options.tasks != "-" else "stdin", name=options.name,
@@ -197,7 +197,7 @@ def _finish(options: Options, chart: Chart, env: Environment, tasks: list[str], 
         tasks=tasks, mode=values["mode"], broker=values["broker"]["type"],
         image_repository=values["image"]["repository"], image_tag=values["image"]["tag"],
         command=values["worker"]["command"], parallelism=values["worker"]["parallelism"],
-        max_attempts=values["worker"]["maxAttempts"])
+        max_attempts=values["worker"]["maxAttempts"], checksum=checksum)
     # What is written must be what was checked: parse it back.
     if yaml.safe_load(text) != values:
         raise GeneratorError("internal error: the rendered values do not read back as built; "

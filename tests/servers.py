@@ -36,7 +36,7 @@ class RabbitNode:
 
     user = "wq"
 
-    def __init__(self) -> None:
+    def __init__(self, extra_conf: str = "") -> None:
         binary = _server_binary()
         if binary is None:
             raise FileNotFoundError("rabbitmq-server not found; run `make setup` to install it")
@@ -51,7 +51,7 @@ class RabbitNode:
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq.conf").write_text(
             f"default_user = {self.user}\ndefault_pass = {self.password}\n"
-            "loopback_users = none\n")
+            "loopback_users = none\n" + extra_conf)
         if os.geteuid() == 0:
             # Started as root, rabbitmq-server drops to the rabbitmq user, which must own these.
             account = pwd.getpwnam("rabbitmq")

@@ -12,6 +12,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "workqueue-job"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+BROKER = ("StatefulSet", "demo-workqueue-job-broker")
+"""(kind, name) of the bundled broker for the release name the helpers use by default."""
 HELMS = {"helm4": ROOT / ".tools" / "bin" / "helm", "helm3": ROOT / ".tools" / "helm3" / "helm"}
 
 
@@ -55,3 +57,11 @@ def pod_specs(objects: list[dict]) -> Iterator[tuple[dict, dict]]:
 
 def load_values(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
+
+
+def rabbitmq_conf(values: dict | None = None) -> str:
+    """The conf.d file the chart gives the bundled RabbitMQ, for ``values``' broker section."""
+    merged = {"broker": {"type": "rabbitmq", **((values or {}).get("broker", {}))}}
+    objects = by_kind_name(render_chart(merged))
+    return objects[("ConfigMap", "demo-workqueue-job-broker-config")]["data"][
+        "90-workqueue.conf"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,17 @@ def test_environment_values_become_the_defaults(monkeypatch):
 def test_subcommands_the_chart_uses_exist():
     commands = build_parser()._subparsers._group_actions[0].choices
     assert {"seed", "work", "status", "run-local"} <= set(commands)
+
+
+def test_every_exit_code_is_in_the_help_and_the_readme():
+    from workqueue.errors import EXIT_CODES
+
+    help_text = run("--help", env={"PATH": "/usr/bin:/bin"}).stdout
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    assert sorted(int(code) for code in rows) == [row.code for row in EXIT_CODES]
+    for row in EXIT_CODES:
+        assert f"  {row.code:>3}  " in help_text
+        assert row.chart.split(" ")[0].lower() in rows[str(row.code)].lower()

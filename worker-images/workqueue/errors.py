@@ -6,6 +6,7 @@ maps the exit codes (``EXIT_CODES`` is the one table: `workqueue --help` and the
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 EXIT_OK = 0
@@ -33,7 +34,8 @@ class ExitCode:
 EXIT_CODES = (
     ExitCode(EXIT_OK, "worker: the queue is drained (coarse: its task settled); seeder: seeded; "
              "status --require-drained: every task done", "pod succeeds"),
-    ExitCode(EXIT_ERROR, "an unexpected error (a bug: please report it)",
+    ExitCode(EXIT_ERROR, "status --require-drained: tasks remain; otherwise any other error "
+             "(a broker error that may pass, another seeder running, or a bug)",
              "counted against backoffLimit; the pod is retried"),
     ExitCode(EXIT_CONFIG, "bad flag, environment variable or broker credentials",
              "FailJob at once"),
@@ -50,7 +52,7 @@ EXIT_CODES = (
              "FailJob at once"),
     ExitCode(EXIT_OTHER_RUN, "the queue holds another run's state (a different task list)",
              "FailJob at once"),
-    ExitCode(EXIT_INTERRUPTED, "interrupted (Ctrl-C)", "-"),
+    ExitCode(EXIT_INTERRUPTED, "interrupted (Ctrl-C)", "not used in pods"),
     ExitCode(EXIT_STOPPED, "stopped by SIGTERM before the end; unstarted tasks were given back",
              "ignored on eviction/preemption (DisruptionTarget), else counted"),
 )
@@ -58,7 +60,11 @@ EXIT_CODES = (
 
 def exit_code_table() -> str:
     """The table as plain text, for `workqueue --help`."""
-    rows = [f"  {row.code:>3}  {row.meaning}\n       chart: {row.chart}" for row in EXIT_CODES]
+    rows = []
+    for row in EXIT_CODES:
+        text = textwrap.fill(f"{row.meaning}. Chart: {row.chart}.", width=92,
+                             initial_indent=f"  {row.code:>3}  ", subsequent_indent=" " * 7)
+        rows.append(text)
     return "exit codes:\n" + "\n".join(rows)
 
 

@@ -50,6 +50,17 @@ app.kubernetes.io/instance: {{ .context.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+Labels for pod templates, given (dict "context" . "component" NAME): none that change with the
+chart's version, so an upgrade that changes nothing else does not replace the broker's pod (and,
+on an emptyDir, its data) nor touch a Job's immutable template.
+*/}}
+{{- define "workqueue-job.podLabels" -}}
+{{ include "workqueue-job.selectorLabels" . }}
+app.kubernetes.io/part-of: {{ include "workqueue-job.name" .context }}
+app.kubernetes.io/managed-by: {{ .context.Release.Service }}
+{{- end }}
+
 {{/* Full label set, given (dict "context" . "component" NAME). */}}
 {{- define "workqueue-job.labels" -}}
 helm.sh/chart: {{ include "workqueue-job.chart" .context }}
@@ -114,9 +125,40 @@ app.kubernetes.io/managed-by: {{ .context.Release.Service }}
 {{- if .Values.tasksFrom.configMaps }}{{ .Values.tasksFrom.count }}{{ else }}{{ len .Values.tasks }}{{ end }}
 {{- end }}
 
-{{/* Queue name shared by the seeder and the workers: one queue per release. */}}
+{{/*
+Queue name shared by the seeder and the workers: one queue per release and namespace, so two
+releases of one name in two namespaces never share a queue on a shared broker.
+*/}}
 {{- define "workqueue-job.queue" -}}
-{{- include "workqueue-job.fullname" . }}
+{{- printf "%s.%s" .Release.Namespace (include "workqueue-job.fullname" .) }}
+{{- end }}
+
+{{/*
+The run's identity: a digest of the task list as the values give it (the inline tasks, or the
+tasksFrom ConfigMaps with their count and checksum). The seeder records it; workers and the
+helm test refuse a queue that holds another run, instead of reporting that run's results.
+*/}}
+{{- define "workqueue-job.runId" -}}
+{{- $source := dict "tasks" .Values.tasks }}
+{{- if .Values.tasksFrom.configMaps }}
+{{- $source = dict "configMaps" .Values.tasksFrom.configMaps "count" .Values.tasksFrom.count "checksum" .Values.tasksFrom.checksum }}
+{{- end }}
+{{- toJson $source | sha256sum | trunc 16 }}
+{{- end }}
+
+{{/*
+Bytes in a memory quantity given as a whole number with an optional k, M, G, T, Ki, Mi, Gi or
+Ti suffix (values.schema.json allows no other form for the brokers' memory limits).
+*/}}
+{{- define "workqueue-job.bytes" -}}
+{{- $quantity := toString . }}
+{{- $number := regexFind "^[0-9]+" $quantity }}
+{{- $unit := trimPrefix $number $quantity }}
+{{- $scale := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 }}
+{{- if or (not $number) (not (hasKey $scale $unit)) }}
+{{- fail (printf "cannot read the memory quantity %q: use a whole number with an optional k, M, G, T, Ki, Mi, Gi or Ti suffix" $quantity) }}
+{{- end }}
+{{- mul (int64 $number) (index $scale $unit) }}
 {{- end }}
 
 {{/* Pod-level security: the Pod Security "restricted" profile. */}}
@@ -145,6 +187,8 @@ capabilities:
   value: {{ include "workqueue-job.brokerAuthDir" . }}/password
 - name: WORKQUEUE_QUEUE
   value: {{ include "workqueue-job.queue" . | quote }}
+- name: WORKQUEUE_RUN_ID
+  value: {{ include "workqueue-job.runId" . | quote }}
 {{- end }}
 
 {{/* Where pods find the broker password: a file, so it stays out of every child's environment. */}}

@@ -111,7 +111,7 @@ class RedisBroker(Broker):
         text = str(exc)
         if "NOSTATE" in text:
             return StateLost(lost_state_message(self.queue, self.server))
-        if text.startswith("OOM"):
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
             return BrokerFull(
                 f"{self.server} is out of memory (maxmemory) and refused the write: raise "
                 "broker.redis.resources.limits.memory, or seed fewer or smaller tasks")

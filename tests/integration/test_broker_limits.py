@@ -1,0 +1,73 @@
+"""The bundled brokers' memory caps, as the chart renders them, on real servers: a full Redis
+refuses the seeder with a line that names the fix, and RabbitMQ boots with the chart's conf."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+from chart.render import BROKER, by_kind_name, rabbitmq_conf, render_chart
+
+from conftest import WORKQUEUE
+from servers import RabbitNode
+from workqueue import seed
+from workqueue.brokers.rabbitmq import RabbitMQBroker
+from workqueue.errors import EXIT_SEED_REFUSED
+from workqueue.local import LocalRedis
+
+
+def rendered_redis_flags(memory: str) -> list[str]:
+    """The flags after `redis-server CONF` in the chart's Redis command, for this limit."""
+    sts = by_kind_name(render_chart({"broker": {"redis": {"resources": {
+        "limits": {"memory": memory}}}}}))[BROKER]
+    command = sts["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    server = shlex.split(command.split("exec redis-server", 1)[1])
+    return server[server.index("--maxmemory"):]
+
+
+class CappedRedis(LocalRedis):
+    """LocalRedis started with extra server flags, through a wrapper script in its folder."""
+
+    def __init__(self, flags: list[str]) -> None:
+        super().__init__()
+        wrapper = self.dir / "redis-server"
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(self.binary)} "$@" '
+                           f'{shlex.join(flags)}\n')
+        wrapper.chmod(0o755)
+        self.binary = str(wrapper)
+
+
+def test_a_full_redis_refuses_the_seeder_with_the_fix(tmp_path):
+    # Given Redis capped as the chart caps it under a 4Mi limit (maxmemory 2 MiB, noeviction)
+    flags = rendered_redis_flags("4Mi")
+    assert flags == ["--maxmemory", "2097152", "--maxmemory-policy", "noeviction"]
+    tasks = tmp_path / "big.txt"
+    tasks.write_text("".join(f"{i:08d}" + "x" * 500 + "\n" for i in range(20_000)))
+    with CappedRedis(flags) as server:
+        # When a list of 10 MB is seeded
+        result = subprocess.run(
+            [*WORKQUEUE, "seed", "--tasks", str(tasks)], capture_output=True, text=True,
+            timeout=120, env={**os.environ, "WORKQUEUE_BROKER_URL": server.url,
+                              "WORKQUEUE_BROKER_PASSWORD": server.password})
+    # Then the seeder stops with the refusal code and one line naming the fix, not a crash
+    assert result.returncode == EXIT_SEED_REFUSED, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "out of memory" in last and "broker.redis.resources.limits.memory" in last
+    assert "Traceback" not in result.stderr
+
+
+def test_rabbitmq_boots_and_serves_with_the_charts_settings(tmp_path):
+    conf = rabbitmq_conf()
+    settings = "".join(line + "\n" for line in conf.splitlines()
+                       if line.strip() and not line.lstrip().startswith("#")
+                       and not line.startswith("log."))
+    node = RabbitNode(extra_conf=settings).start()
+    try:
+        broker = RabbitMQBroker(node.url, "conf", node.password, connect_timeout=30)
+        (tmp_path / "t.txt").write_text("a\nb\n")
+        seed(broker, str(tmp_path / "t.txt"))
+        assert broker.status().pending == 2
+        broker.close()
+    finally:
+        node.cleanup()
