@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from workqueue.cli import positive_int
+from workqueue.progress import plural
+from workqueue.taskfile import FORMATS
 
 from .chart import DEFAULT_CHART
 from .errors import GeneratorError
@@ -17,7 +19,7 @@ from .plan import INLINE_MAX_BYTES, AtomicFile, Options, Result, generate
 
 EXAMPLES = """\
 examples:
-  python -m generator tasks.txt > values.yaml
+  python -m generator tasks.txt -o values.yaml
   helm install myjob charts/workqueue-job -f values.yaml
 
   # one pod per task, on RabbitMQ, with your image and program ({} becomes the task)
@@ -25,7 +27,7 @@ examples:
       --image registry.example/render:1.4 --command "render --frame {}" -o values.yaml
 
   # JSON Lines (each line one JSON value) from stdin
-  generate-params | python -m generator - --parallelism 20 -o values.yaml
+  generate-params | python -m generator - --format jsonl --parallelism 20 -o values.yaml
 
 Input: one task per line; blank lines and # comments are skipped. Files ending in .jsonl or
 .ndjson hold one JSON value per line. Lists too big for a Helm release are written to a
@@ -48,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m generator", description="Render workqueue-job chart values from a task "
         "list.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tasks", help="task file (text, or .jsonl), or - for stdin")
+    parser.add_argument("--format", choices=FORMATS, default="auto",
+                        help="text (one task per line) or jsonl (one JSON value per line); "
+                             "auto goes by the file name, and reads stdin as text")
     parser.add_argument("--broker", choices=("redis", "rabbitmq"),
                         help="queue broker (chart default: redis)")
     parser.add_argument("--mode", choices=("fine", "coarse"),
@@ -77,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace) -> Options:
-    return Options(tasks=args.tasks, name=args.name, broker=args.broker, mode=args.mode,
+    return Options(tasks=args.tasks, format=args.format, name=args.name, broker=args.broker,
+                   mode=args.mode,
                    parallelism=args.parallelism, image=args.image, command=args.command,
                    max_attempts=args.max_attempts, output=args.output,
                    tasks_manifest=args.tasks_manifest, inline_max_bytes=args.inline_max_bytes,
@@ -105,17 +111,20 @@ def _write_values(result: Result, output: Path | None) -> None:
 
 
 def _report(result: Result, options: Options) -> None:
-    values = str(options.output) if options.output else "values.yaml"
+    # Written to stdout, the values went wherever the shell sent them: name no file for them.
+    values = shlex.quote(str(options.output)) if options.output else "VALUES_FILE"
+    install = (f"  helm install {options.name} {os.path.relpath(options.chart)} -f {values}"
+               + ("" if options.output else "   (VALUES_FILE: where you saved this output)"))
+    tasks = plural(result.count, "task")
     if not result.config_maps:
-        print(f"generator: {result.count} tasks, inline in the values", file=sys.stderr)
+        print(f"generator: {tasks}, inline in the values. Install:\n{install}", file=sys.stderr)
         return
     selector = f"app.kubernetes.io/instance={options.name},app.kubernetes.io/component=tasks"
-    print(f"generator: {result.count} tasks are too many for a Helm release; they are in "
+    print(f"generator: {tasks} are too many for a Helm release; they are in "
           f"{len(result.config_maps)} ConfigMaps in {result.manifest}.\n"
           "Apply them first, in the namespace you install into, then install:\n"
           f"  kubectl apply --server-side -f {result.manifest}\n"
-          f"  helm install {options.name} {os.path.relpath(options.chart)} "
-          f"-f {values}\n"
+          f"{install}\n"
           f"Remove them after `helm uninstall`:\n"
           f"  kubectl delete configmap -l {selector}", file=sys.stderr)
 

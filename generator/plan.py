@@ -27,7 +27,9 @@ INLINE_MAX_BYTES = 256 * 1024
 """Tasks up to this size (as YAML) go inline. Helm stores a release, values and rendered
 manifest together, gzipped, in one Secret capped at 1 MiB, and the tasks appear in both."""
 
-RELEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
+RELEASE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,51}[a-z0-9])?$")
+"""A Helm release name the chart can serve: its objects' names (a Service among them) must be
+DNS-1035 labels, which start with a letter and hold no dots."""
 
 # Where each option lands in the values, to name the flag when the schema rejects it.
 FLAGS = {"mode": "--mode", "broker.type": "--broker", "worker.parallelism": "--parallelism",
@@ -40,6 +42,7 @@ class Options:
     """What to generate. None means "the chart's default"."""
 
     tasks: str
+    format: str = "auto"
     name: str = "myjob"
     broker: str | None = None
     mode: str | None = None
@@ -84,11 +87,22 @@ def _manifest_path(options: Options) -> Path:
     return folder / f"{options.name}-tasks.yaml"
 
 
-def _checked_tasks(path: str) -> Iterator[str]:
+def _checked_tasks(path: str, fmt: str) -> Iterator[str]:
     try:
-        yield from iter_tasks(path)
+        yield from iter_tasks(path, fmt)
     except TaskSourceError as exc:
         raise GeneratorError(str(exc)) from None
+
+
+def _refuse_overwriting_the_input(options: Options) -> None:
+    """-o or --tasks-manifest naming the task file would replace the user's list."""
+    if options.tasks == "-":
+        return
+    source = Path(options.tasks).resolve()
+    for flag, target in (("-o", options.output), ("--tasks-manifest", _manifest_path(options))):
+        if target is not None and target.resolve() == source:
+            raise GeneratorError(f"{flag} {target} is the task list itself; write the "
+                                 "output to another file")
 
 
 class AtomicFile:
@@ -122,12 +136,14 @@ def generate(options: Options) -> Result:
     chunk manifest (if the list is too big to inline). Raises GeneratorError, writing nothing."""
     if not RELEASE_NAME.match(options.name):
         raise GeneratorError(
-            f"--name {options.name!r} is not a valid Helm release name: use up to 53 lowercase "
-            "letters, digits and '-', starting and ending with a letter or digit"
+            f"--name {options.name!r} is not a release name the chart can serve: use up to 53 "
+            "lowercase letters, digits and '-', starting with a letter and ending with a letter "
+            "or digit"
         )
     chart = load_chart(options.chart)
     env = _environment()
-    tasks = _checked_tasks(options.tasks)
+    _refuse_overwriting_the_input(options)
+    tasks = _checked_tasks(options.tasks, options.format)
     inline: list[str] = []
     size = 0
     for task in tasks:

@@ -6,6 +6,7 @@ the Dockerfile's BASE_IMAGE build arg); the project's wheels come from the host.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 from pathlib import Path
@@ -90,3 +91,17 @@ def test_seed_then_two_workers_drain_the_queue(image, kind, server_for, tmp_path
     status = run_in_image(image, tmp, url, "workqueue", "status", "--require-drained")
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"all {len(TASKS)} tasks done" in status.stdout
+
+
+def test_a_base_image_that_cannot_be_had_is_one_line_naming_base_image():
+    reason = ensure_engine()
+    if reason:
+        pytest.skip(f"Docker engine unavailable: {reason}")
+    build = subprocess.run([str(ROOT / "scripts" / "build-image.sh"), TAG + "-nobase"],
+                           capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "BASE_IMAGE": "no-such-base-image:0"})
+    assert build.returncode == 1
+    assert build.stderr.strip().splitlines()[-1].startswith(
+        "images: error: cannot get the base image no-such-base-image:0")
+    assert "make images BASE_IMAGE=" in build.stderr
+    assert "Warning" not in build.stdout + build.stderr

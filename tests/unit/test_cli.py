@@ -19,7 +19,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 @pytest.mark.parametrize("args, message", [
     (["work", "--batch-size", "0", "--", "true"], "0 is too small; use 1 or more"),
     (["work", "--lease-seconds", "soon", "--", "true"], "'soon' is not a number"),
-    (["work", "--mode", "medium", "--", "true"], "invalid choice: 'medium'"),
+    (["work", "--mode", "medium", "--", "true"], "'medium' is not one of fine, coarse"),
     (["work", "--broker-url", "redis://x:1/0"], "no command given"),
     (["work", "--broker-url", "redis://x:1/0", "--", "no-such-program-xyz"],
      "command not found: 'no-such-program-xyz'"),

@@ -93,7 +93,11 @@ def test_stdin_is_read(tmp_path):
     (b"ok\n", ["--parallelism", "0"], "0 is too small"),
     (b"ok\n", ["--broker", "kafka"], "invalid choice: 'kafka'"),
     (b"ok\n", ["--command", ""], "the command is empty"),
-    (b"ok\n", ["--name", "My_Job"], "not a valid Helm release name"),
+    (b"ok\n", ["--name", "My_Job"], "not a release name the chart can serve"),
+    (b"ok\n", ["--name", "1job"], "starting with a letter"),
+    (b"ok\n", ["--name", "my.job"], "not a release name the chart can serve"),
+    (b"ok\n", ["-o", "tasks.txt"], "-o tasks.txt is the task list itself"),
+    (b"ok\n", ["--tasks-manifest", "tasks.txt"], "--tasks-manifest tasks.txt is the task list"),
     (b'""\n', ["--jsonl"], "chart value tasks.0"),
 ])
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, content, args, message):
@@ -102,7 +106,8 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, content, args, me
     if content is not None:
         (tmp_path / name).write_bytes(content)
     before = set(tmp_path.iterdir())
-    out = run(name, *args, "-o", "values.yaml", "--inline-max-bytes", "1000", cwd=tmp_path)
+    output = [] if "-o" in args else ["-o", "values.yaml"]
+    out = run(name, *args, *output, "--inline-max-bytes", "1000", cwd=tmp_path)
     assert out.returncode == 2
     assert message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
@@ -120,3 +125,22 @@ def test_error_after_chunking_started_leaves_no_manifest(tmp_path):
 def test_help_shows_examples(tmp_path):
     out = run("--help", cwd=tmp_path)
     assert out.returncode == 0 and "helm install myjob charts/workqueue-job" in out.stdout
+
+
+def test_jsonl_from_stdin_with_format(tmp_path):
+    out = run("-", "--format", "jsonl", "-o", "values.yaml", cwd=tmp_path,
+              stdin='{"frame": 1}\n"two"\n')
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load((tmp_path / "values.yaml").read_text())["tasks"] == [
+        '{"frame":1}', "two"]
+
+
+@pytest.mark.parametrize("output", [["-o", "my values.yaml"], []], ids=["file", "stdout"])
+def test_the_printed_install_command_names_the_real_values_file(tmp_path, output):
+    (tmp_path / "t.txt").write_text("a\n")
+    out = run("t.txt", *output, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "generator: 1 task, inline" in out.stderr
+    expected = "-f 'my values.yaml'" if output else "-f VALUES_FILE"
+    assert expected in out.stderr
+    assert "-f values.yaml" not in out.stderr

@@ -30,8 +30,21 @@ def test_jsonl_strings_pass_as_is_and_other_values_as_compact_json(tmp_path):
 def test_folder_of_chunks_is_read_in_name_order(tmp_path):
     (tmp_path / "00001.jsonl").write_text('"b"\n')
     (tmp_path / "00000.jsonl").write_text('"a"\n')
-    (tmp_path / "ignored.txt").write_text("zzz\n")
+    # A mounted ConfigMap's own bookkeeping, which is not a task chunk
+    (tmp_path / "..data").mkdir()
     assert list(iter_tasks(str(tmp_path))) == ["a", "b"]
+
+
+def test_folder_with_other_files_is_refused_not_half_read(tmp_path):
+    (tmp_path / "00000.jsonl").write_text('"a"\n')
+    (tmp_path / "more.txt").write_text("zzz\n")
+    with pytest.raises(TaskSourceError, match="holds only \\*.jsonl files, not more.txt"):
+        list(iter_tasks(str(tmp_path)))
+
+
+def test_a_nul_character_in_a_task_is_refused_with_its_line(tmp_path):
+    with pytest.raises(TaskSourceError, match=r"t.txt:2: the task holds a NUL character"):
+        scan_tasks(write(tmp_path, b"ok\nbad\x00task\n", "t.txt"))
 
 
 def test_same_list_same_fingerprint_and_order_matters(tmp_path):
@@ -64,7 +77,8 @@ def test_missing_file(tmp_path):
 
 @given(st.lists(st.text(min_size=1).filter(lambda s: "\n" not in s and "\r" not in s
                                            and s.strip() and not s.lstrip().startswith("#")
-                                           and s != "\ufeff" and not s.startswith("\ufeff")),
+                                           and s != "\ufeff" and not s.startswith("\ufeff")
+                                           and "\0" not in s),
                 min_size=1, max_size=20))
 def test_text_round_trip_keeps_every_line(tmp_path_factory, lines):
     path = tmp_path_factory.mktemp("rt") / "t.txt"

@@ -2,23 +2,24 @@
 
 Python API for workers that import the library instead of running a command per item::
 
-    from workqueue import connect, run_worker
+    import sys
+
+    from workqueue import run_worker
 
     def handle(item):          # item.id, item.payload, item.attempt
         process(item.payload)  # raise to fail the item (it is retried, then dead-lettered)
 
-    run_worker(handle)         # broker and settings from WORKQUEUE_* as in the chart's pods
+    sys.exit(run_worker(handle))   # settings from WORKQUEUE_* as in the chart's pods
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from collections.abc import Callable
 
 from .broker import Broker, Consumer, DeadItem, Delivery, Outcome, Status
-from .brokers import connect, password_from_env
+from .brokers import connect
 from .errors import TaskFailed, WorkqueueError
 from .handlers import FunctionHandler
 from .message import Item
@@ -33,18 +34,25 @@ __all__ = [
 
 def run_worker(func: Callable[[Item], object], broker: Broker | None = None,
                config: WorkerConfig | None = None) -> int:
-    """Consume the queue with ``func`` until drained; returns the exit code to use.
+    """Consume the queue with ``func`` until drained; returns the exit code to use, e.g.
+    ``sys.exit(run_worker(handle))``: 3 when tasks were dead-lettered, 143 after SIGTERM.
 
-    Without ``broker``, connects from WORKQUEUE_BROKER_URL, WORKQUEUE_BROKER_PASSWORD (or
-    WORKQUEUE_BROKER_PASSWORD_FILE) and WORKQUEUE_QUEUE. SIGTERM stops it gracefully when
-    called from the main thread.
+    Without ``broker`` and ``config``, both come from the WORKQUEUE_* variables the chart sets
+    (WORKQUEUE_BROKER_URL, WORKQUEUE_BROKER_PASSWORD(_FILE), WORKQUEUE_QUEUE, WORKQUEUE_MODE,
+    WORKQUEUE_MAX_ATTEMPTS and the rest of `workqueue work --help`), checked the same way.
+    SIGTERM stops it gracefully when called from the main thread.
     """
     own = broker is None
-    if broker is None:
-        broker = connect(os.environ["WORKQUEUE_BROKER_URL"],
-                         os.environ.get("WORKQUEUE_QUEUE", "tasks"),
-                         password_from_env())
-    runner = Runner(broker, FunctionHandler(func), config or WorkerConfig())
+    if broker is None or config is None:
+        from .cli import worker_settings
+
+        env_broker, env_config = worker_settings()
+        if broker is None:
+            broker = env_broker
+        else:
+            env_broker.close()
+        config = config or env_config
+    runner = Runner(broker, FunctionHandler(func), config)
     # Outside the main thread signal() raises ValueError; the caller then handles shutdown.
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())

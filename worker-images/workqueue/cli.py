@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -16,10 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import defaults
-from .broker import Status
+from .broker import Broker, Status
 from .brokers import connect, password_from_env
 from .errors import (
     EXIT_BROKER_UNREACHABLE,
+    EXIT_CONFIG,
     EXIT_DEAD,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -31,7 +33,7 @@ from .errors import (
     no_state_message,
     other_run_message,
 )
-from .handlers import CommandHandler
+from .handlers import CommandHandler, FunctionHandler, import_handler
 from .local import LocalRun, run_local
 from .progress import dead_report, status_line, verdict
 from .runner import MODES, Runner, WorkerConfig
@@ -64,9 +66,23 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be above 0")
     return value
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """argparse type: one of ``choices``; unlike argparse's own `choices`, it also checks a
+    default taken from the environment."""
+    def checked(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return checked
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -111,9 +127,8 @@ def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True)
 
 
 def _worker_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=MODES, default=_env("MODE", "fine"),
-                        help="fine: drain the queue; coarse: settle one item and exit "
-                             "(env WORKQUEUE_MODE; default %(default)s)")
+    _tunable(parser, "--mode", _one_of(*MODES), "fine",
+             "fine: drain the queue; coarse: settle one item and exit")
     _tunable(parser, "--batch-size", positive_int, defaults.BATCH_SIZE,
              "items leased per round trip in fine mode")
     _tunable(parser, "--lease-seconds", _positive_float, defaults.LEASE_SECONDS,
@@ -122,9 +137,8 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
              "runs of an item before it is dead-lettered")
     _tunable(parser, "--grace-seconds", _positive_float, defaults.GRACE_SECONDS,
              "after SIGTERM, time the running item gets")
-    parser.add_argument("--on-dead", choices=("fail", "succeed"), default=_env("ON_DEAD", "fail"),
-                        help="exit code once drained with dead-lettered items: fail (3) or "
-                             "succeed (0) (env WORKQUEUE_ON_DEAD; default %(default)s)")
+    _tunable(parser, "--on-dead", _one_of("fail", "succeed"), "fail",
+             "exit code once drained with dead-lettered items: fail (3) or succeed (0)")
     _tunable(parser, "--seed-timeout", _positive_float, defaults.SEED_TIMEOUT_SECONDS,
              "seconds an idle worker waits for seeding to complete before it exits 7")
 
@@ -150,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("work", help="lease and run items until the queue is drained")
     _connection_args(p)
     _worker_args(p)
+    p.add_argument("--handler", default=_env("HANDLER"), metavar="MODULE:FUNCTION",
+                   help="call this Python function with each item instead of running a "
+                        "command (env WORKQUEUE_HANDLER); it raises to fail the item")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND",
                    help="run per item; gets the payload on stdin, in $WORKQUEUE_PAYLOAD and "
                         "in place of {}")
@@ -213,7 +230,10 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
-    handler = CommandHandler(_command(args))
+    if args.handler and args.cmd:
+        raise ConfigError("give either --handler or a command after `--`, not both")
+    handler = (FunctionHandler(import_handler(args.handler)) if args.handler
+               else CommandHandler(_command(args)))
     broker = _open(args)
     runner = Runner(broker, handler, _worker_config(args))
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
@@ -221,6 +241,16 @@ def cmd_work(args: argparse.Namespace) -> int:
         return runner.run()
     finally:
         broker.close()
+
+
+def worker_settings() -> tuple[Broker, WorkerConfig]:
+    """The broker and worker settings from WORKQUEUE_* alone, checked as `workqueue work`
+    checks them (the Python API's run_worker uses this)."""
+    parser = argparse.ArgumentParser(prog="workqueue")
+    _connection_args(parser)
+    _worker_args(parser)
+    args = parser.parse_args([])
+    return _open(args), _worker_config(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -232,12 +262,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             time.sleep(args.watch)
             status = broker.status()
         problem = _wrong_state(status, args.run_id, broker.queue, broker.server)
-        print(f"workqueue: error: {problem}" if problem else verdict(status))
+        if problem:
+            print(f"workqueue: error: {problem}")
+        else:
+            print(status_line(status))
+            print(verdict(status))
         if args.dead and status.dead:
             print(dead_report(broker.dead_items(args.dead)))
+        if problem and (args.require_drained or not status.exists):
+            return problem.exit_code
         if args.require_drained:
-            if problem:
-                return problem.exit_code
             if not status.drained:
                 return 1
             return EXIT_DEAD if status.dead else 0
@@ -248,12 +282,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _wrong_state(status: Status, run_id: str | None, queue: str,
                  server: str) -> WorkqueueError | None:
-    """Why the queue cannot be this run's: another run's state, or none where the run (which
-    `status` is told of only after it was seeded, as in the helm test) should have some."""
+    """Why the queue cannot be this run's: none at all (with ``run_id``, where the run should
+    have some, as the helm test runs once the job is over), or another run's."""
+    if not status.exists:
+        if run_id:
+            return StateLost(no_state_message(queue, server, run_id))
+        return WorkqueueError(f"queue {queue!r} holds nothing on {server}: it is not seeded yet, "
+                              "or its name is wrong (--queue or WORKQUEUE_QUEUE)")
     if not run_id:
         return None
-    if not status.exists:
-        return StateLost(no_state_message(queue, server, run_id))
     if status.run not in (None, run_id):
         return OtherRun(other_run_message(queue, status.run, run_id))
     return None
@@ -286,9 +323,17 @@ COMMANDS = {"seed": cmd_seed, "work": cmd_work, "status": cmd_status,
             "run-local": cmd_run_local, "purge": cmd_purge}
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one-line errors, never a traceback, for every expected failure."""
-    logging.basicConfig(level=_env("LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+    level = (_env("LOG_LEVEL", "INFO") or "INFO").upper()
+    if level not in LOG_LEVELS:
+        print(f"workqueue: error: WORKQUEUE_LOG_LEVEL={level!r} is not one of "
+              f"{', '.join(LOG_LEVELS)}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     try:

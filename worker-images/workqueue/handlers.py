@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -15,11 +19,19 @@ from .brokers import PASSWORD_ENV
 from .errors import ConfigError, TaskFailed
 from .message import Item
 
+log = logging.getLogger(__name__)
+
 PLACEHOLDER = "{}"
 STDERR_TAIL_LINES = 5
 """Lines of a failed command's stderr kept as the item's error."""
 KILL_AFTER_SECONDS = 5.0
 """After asking a cancelled command to stop (SIGTERM), wait this long before SIGKILL."""
+MAX_ARG_BYTES = 128 * 1024 - 1
+"""Longest single argument or environment string Linux passes to a program (MAX_ARG_STRLEN,
+32 pages, with the terminating NUL). A larger payload reaches the command on stdin only."""
+STDERR_DRAIN_SECONDS = 1.0
+"""After the command exits, how long its stderr may still be read (a process it left behind
+may hold the pipe; that process group is killed first)."""
 
 
 class Handler(Protocol):
@@ -31,9 +43,14 @@ class Handler(Protocol):
 
 
 class CommandHandler:
-    """Runs ``argv`` once per item. The payload reaches it three ways: on stdin, in
-    $WORKQUEUE_PAYLOAD (with $WORKQUEUE_ITEM_ID and $WORKQUEUE_ATTEMPT), and in place of any
-    ``{}`` in the arguments. Exit 0 means done; anything else fails the item."""
+    """Runs ``argv`` once per item. The payload reaches it three ways: on stdin (with a final
+    newline, so `read` gets the line), in $WORKQUEUE_PAYLOAD (with $WORKQUEUE_ITEM_ID and
+    $WORKQUEUE_ATTEMPT), and in place of any ``{}`` in the arguments. Payloads above 128 KiB,
+    which Linux will not pass as one argument or variable, arrive on stdin only: the variable is
+    unset and ``{}`` fails the item. Exit 0 means done; anything else fails the item.
+
+    The command runs in a process group of its own: cancelling it signals the whole group, and
+    processes it leaves behind are killed when it exits, so neither can hold the worker up."""
 
     def __init__(self, argv: Sequence[str]) -> None:
         if not argv:
@@ -49,21 +66,33 @@ class CommandHandler:
         self._lock = threading.Lock()
 
     def run(self, item: Item) -> None:
-        argv = [arg.replace(PLACEHOLDER, item.payload) for arg in self.argv]
-        env = {**self._env, "WORKQUEUE_PAYLOAD": item.payload, "WORKQUEUE_ITEM_ID": item.id,
+        data = item.payload.encode()
+        env = {**self._env, "WORKQUEUE_ITEM_ID": item.id,
                "WORKQUEUE_ATTEMPT": str(item.attempt)}
+        if len(data) <= MAX_ARG_BYTES - len("WORKQUEUE_PAYLOAD="):
+            env["WORKQUEUE_PAYLOAD"] = item.payload
+            argv = [arg.replace(PLACEHOLDER, item.payload) for arg in self.argv]
+        elif any(PLACEHOLDER in arg for arg in self.argv):
+            raise TaskFailed(f"the task is {len(data)} bytes, too long for `{{}}` in an argument "
+                             f"(Linux allows {MAX_ARG_BYTES}): read it from stdin instead")
+        else:
+            argv = self.argv
+            log.info("item %s: %d bytes, passed on stdin only ($WORKQUEUE_PAYLOAD is unset "
+                     "above %d bytes)", item.id, len(data), MAX_ARG_BYTES)
         with self._lock:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          env=env)
-        tail = _StderrTail(self._proc)
+                                          env=env, start_new_session=True)
+        proc = self._proc
+        tail = _StderrTail(proc)
         tail.start()
         try:
-            self._proc.stdin.write(item.payload.encode())  # type: ignore[union-attr]
-            self._proc.stdin.close()  # type: ignore[union-attr]
+            proc.stdin.write(data if data.endswith(b"\n") else data + b"\n")  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
         except BrokenPipeError:
             pass  # the command does not read stdin; it is told the payload the other ways too
-        code = self._proc.wait()
-        tail.join()
+        code = proc.wait()
+        _signal_group(proc, signal.SIGKILL)
+        tail.join(STDERR_DRAIN_SECONDS)
         if code != 0:
             reason = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
             detail = " | ".join(line for line in tail.lines if line)
@@ -74,11 +103,17 @@ class CommandHandler:
             proc = self._proc
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(KILL_AFTER_SECONDS)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal the command's whole process group (its pid is the group's id)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)
 
 
 class _StderrTail(threading.Thread):
@@ -94,6 +129,22 @@ class _StderrTail(threading.Thread):
             sys.stderr.buffer.write(raw)
             sys.stderr.flush()
             self.lines.append(raw.decode("utf-8", "replace").strip()[:200])
+
+
+def import_handler(spec: str) -> Callable[[Item], object]:
+    """The function named ``module:function`` (e.g. ``myjob.tasks:handle``)."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ConfigError(f"handler {spec!r} is not MODULE:FUNCTION, e.g. myjob.tasks:handle")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} for handler {spec!r}: {exc}; install "
+                          "it in the image or set PYTHONPATH") from None
+    func = getattr(module, name, None)
+    if not callable(func):
+        raise ConfigError(f"{module_name!r} has no function {name!r} (handler {spec!r})")
+    return func
 
 
 class FunctionHandler:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,11 +16,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import defaults
 from .broker import Broker
 from .brokers import connect
-from .errors import EXIT_DEAD, EXIT_OK, ConfigError, WorkqueueError
-from .progress import dead_report, status_line, verdict
+from .errors import (
+    EXIT_DEAD,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    ConfigError,
+    WorkqueueError,
+)
+from .progress import dead_report, plural, status_line, verdict
+from .taskfile import source_files
 
+CLI = [sys.executable, "-m", "workqueue"]
+"""The workqueue command, run with this interpreter."""
 BACKOFF_LIMIT = 6
 """Failed worker processes replaced before run-local gives up, as a Job's backoffLimit."""
 
@@ -127,40 +139,66 @@ class LocalRun:
     verbose: bool = False
 
 
+class _Stopped(Exception):
+    """SIGTERM reached run-local: stop as Ctrl-C does."""
+
+
+def _raise_stopped(_signum: int, _frame: object) -> None:
+    raise _Stopped
+
+
 def run_local(run: LocalRun, broker_url: str | None, password: str | None) -> int:
-    """Seed and drain ``run.tasks`` with worker processes; returns the exit code."""
-    local = None if broker_url else LocalRedis().start()
+    """Seed and drain ``run.tasks`` with worker processes; returns the exit code.
+
+    Ctrl-C or SIGTERM stops it cleanly: each worker gets SIGTERM and gives its unstarted tasks
+    back (none is left leased), and the private redis-server and its folder are removed."""
+    if run.tasks != "-":
+        source_files(run.tasks)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    job: _LocalJob | None = None
+    local: LocalRedis | None = None
     try:
-        url = broker_url or local.url  # type: ignore[union-attr]
-        password = password if broker_url else local.password  # type: ignore[union-attr]
+        local = None if broker_url else LocalRedis().start()
         if local:
             print(f"run-local: started a private redis-server on 127.0.0.1:{local.port}")
-        env = {**os.environ, "WORKQUEUE_BROKER_URL": url, "WORKQUEUE_QUEUE": run.queue,
+            broker_url, password = local.url, local.password
+        env = {**os.environ, "WORKQUEUE_BROKER_URL": broker_url, "WORKQUEUE_QUEUE": run.queue,
                "WORKQUEUE_BROKER_PASSWORD": password or "",
                "WORKQUEUE_LOG_LEVEL": "INFO" if run.verbose else "WARNING"}
-        me = [sys.executable, "-m", "workqueue"]
-        seeded = subprocess.run([*me, "seed", "--tasks", run.tasks], env={
-            **env, "WORKQUEUE_LOG_LEVEL": "INFO"}, check=False)
-        if seeded.returncode != 0:
-            return seeded.returncode
-        worker = [*me, "work", "--mode", run.mode, *run.worker_args, "--", *run.command]
-        broker = connect(url, run.queue, password, connect_timeout=30)
-        try:
-            job = _LocalJob(worker, env, run.parallelism,
-                            completions=broker.status().total if run.mode == "coarse" else None)
-            code = job.run(lambda: print(_progress(broker), flush=True))
-            status = broker.status()
-            print(f"run-local: {verdict(status)}")
-            if status.dead:
-                print(dead_report(broker.dead_items(20)))
-            if code == EXIT_OK and status.drained and status.dead and run.fail_on_dead:
-                return EXIT_DEAD
-            return code
-        finally:
-            broker.close()
+        worker = [*CLI, "work", "--mode", run.mode, *run.worker_args, "--", *run.command]
+        job = _LocalJob(worker, env, run.parallelism, completions=None)
+        return _run(run, job, password, hint=local is None)
+    except (KeyboardInterrupt, _Stopped) as exc:
+        stopped = job.stop_all() if job else 0
+        print(f"run-local: interrupted; stopped {plural(stopped, 'worker')}, which gave their "
+              "unstarted tasks back", file=sys.stderr)
+        return EXIT_STOPPED if isinstance(exc, _Stopped) else EXIT_INTERRUPTED
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if local:
             local.cleanup()
+
+
+def _run(run: LocalRun, job: _LocalJob, password: str | None, hint: bool) -> int:
+    """Seed, then run the workers to the end and print the verdict."""
+    seeded = subprocess.run([*CLI, "seed", "--tasks", run.tasks], env={
+        **job.env, "WORKQUEUE_LOG_LEVEL": "INFO"}, check=False)
+    if seeded.returncode != 0:
+        return seeded.returncode
+    broker = connect(job.env["WORKQUEUE_BROKER_URL"], run.queue, password, connect_timeout=30)
+    try:
+        if run.mode == "coarse":
+            job.completions = broker.status().total
+        code = job.run(lambda: print(_progress(broker), flush=True))
+        status = broker.status()
+        print(f"run-local: {verdict(status, hint=hint)}")
+        if status.dead:
+            print(dead_report(broker.dead_items(20)))
+        if code == EXIT_OK and status.drained and status.dead and run.fail_on_dead:
+            return EXIT_DEAD
+        return code
+    finally:
+        broker.close()
 
 
 def _progress(broker: Broker) -> str:
@@ -187,7 +225,10 @@ class _LocalJob:
         last = 0.0
         while True:
             while len(self.running) < self.parallelism and self._want_more():
-                self.running.append(subprocess.Popen(self.argv, env=self.env))
+                # A session of its own: Ctrl-C reaches run-local, which stops the workers
+                # with SIGTERM so that they give their leases back.
+                self.running.append(subprocess.Popen(self.argv, env=self.env,
+                                                     start_new_session=True))
             for proc in list(self.running):
                 code = proc.poll()
                 if code is None:
@@ -196,14 +237,14 @@ class _LocalJob:
                 if code == EXIT_OK:
                     self.succeeded += 1
                 elif code == EXIT_DEAD:
-                    self._stop_all()
+                    self.stop_all()
                     return EXIT_DEAD
                 else:
                     self.failed += 1
                     if self.failed > BACKOFF_LIMIT:
                         print(f"run-local: {self.failed} worker processes failed (last exit "
                               f"code {code}); giving up")
-                        self._stop_all()
+                        self.stop_all()
                         return code
             if not self.running and not self._want_more():
                 return EXIT_OK
@@ -212,8 +253,15 @@ class _LocalJob:
                 last = time.monotonic()
             time.sleep(0.1)
 
-    def _stop_all(self) -> None:
+    def stop_all(self) -> int:
+        """SIGTERM every running worker and wait for it; returns how many there were."""
         for proc in self.running:
             proc.terminate()
         for proc in self.running:
-            proc.wait()
+            try:
+                proc.wait(defaults.GRACE_SECONDS + 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        stopped, self.running = len(self.running), []
+        return stopped

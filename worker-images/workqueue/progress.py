@@ -7,6 +7,11 @@ from .broker import DeadItem, Status
 BAR_WIDTH = 30
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """"1 task", "2 tasks": counts as people write them (``nouns`` where "s" will not do)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def status_line(status: Status) -> str:
     """One line: bar, percent settled, and each count."""
     total = status.total
@@ -22,17 +27,19 @@ def status_line(status: Status) -> str:
             f"retries {status.retried}")
 
 
-def verdict(status: Status) -> str:
-    """The final answer a person wants: finished or not, and whether anything failed."""
+def verdict(status: Status, hint: bool = True) -> str:
+    """The final answer a person wants: finished or not, and whether anything failed.
+    ``hint`` adds the command that lists dead items (not once the broker is gone)."""
     if not status.drained:
         if not status.seeded:
             return "not finished: seeding has not completed"
         left = status.pending + status.leased
-        return f"not finished: {left} of {status.total} tasks not settled yet"
+        return f"not finished: {left} of {plural(status.total or 0, 'task')} not settled yet"
     if status.dead:
+        listed = "; `workqueue status --dead 20` lists them" if hint else ""
         return (f"finished with failures: {status.done} done, {status.dead} dead-lettered "
-                f"(of {status.total}); `workqueue status --dead 20` lists them")
-    return f"finished: all {status.done} tasks done"
+                f"(of {status.total}){listed}")
+    return f"finished: all {plural(status.done, 'task')} done"
 
 
 def dead_report(items: list[DeadItem]) -> str:

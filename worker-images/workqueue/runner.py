@@ -23,6 +23,7 @@ from .defaults import (
 )
 from .errors import EXIT_DEAD, EXIT_OK, EXIT_STOPPED, ConnectionLost, SeedTimeout
 from .handlers import Handler
+from .progress import plural
 from .supervisor import Supervisor, run_one
 
 log = logging.getLogger(__name__)
@@ -219,8 +220,9 @@ class Runner:
         elif outcome is Outcome.DEAD:
             log.error("item %s dead-lettered after %d attempts: %s", item.id, item.attempt, error)
         elif outcome is Outcome.LOST:
-            log.warning("item %s: lease had expired and it went to another worker; this result "
-                        "was discarded (raise leaseSeconds if items run long)", item.id)
+            log.warning("item %s: its lease had expired, so it went back to the queue and this "
+                        "result was discarded: no heartbeat reached the broker for leaseSeconds "
+                        "(the broker was away that long, or this worker was stalled)", item.id)
 
     def _summary(self) -> str:
         t = self.tally
@@ -231,8 +233,10 @@ class Runner:
         log.info("worker %s: %s. This worker: %s. Queue: %d done, %d dead of %s", self.worker_id,
                  why, self._summary(), status.done, status.dead, status.total)
         if status.drained and status.dead and self.config.fail_on_dead:
-            log.error("%d item(s) were dead-lettered; see `workqueue status --dead`. Exiting %d "
-                      "(set onDead=succeed to exit 0).", status.dead, EXIT_DEAD)
+            # INFO: every worker says it, and `run-local` prints the verdict once itself.
+            log.info("%s dead-lettered; see `workqueue status --dead`. Exiting %d (set "
+                     "onDead=succeed to exit 0).", plural(status.dead, "item was", "items were"),
+                     EXIT_DEAD)
             return EXIT_DEAD
         return EXIT_OK
 

@@ -18,6 +18,7 @@ from typing import TypeVar
 from .broker import Broker, SeedState
 from .defaults import SEED_BATCH_MAX_CHARS, SEED_BATCH_SIZE
 from .errors import SeedConflict, TaskSourceError, other_run_message
+from .progress import plural
 from .taskfile import iter_tasks, resolve_format, scan_tasks
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ def _seed(broker: Broker, source: str, fmt: str, batch_size: int, expect_count: 
             "release name (or `workqueue purge`) to run a different list"
         )
     if state.complete:
-        log.info("queue %r is already seeded with %d tasks; nothing to do", broker.queue,
-                 scan.count)
+        log.info("queue %r is already seeded with %s; nothing to do", broker.queue,
+                 plural(scan.count, "task"))
         return SeedReport(scan.count, 0, state.cursor, already_seeded=True)
     if state.cursor:
         log.info("resuming seeding at task %d of %d", state.cursor + 1, scan.count)
@@ -82,8 +83,8 @@ def _seed(broker: Broker, source: str, fmt: str, batch_size: int, expect_count: 
         state = broker.seed_batch(state, batch)
         progress.update(state.cursor)
     broker.mark_seeded(state)
-    log.info("seeded %d tasks into queue %r (%d written now)", scan.count, broker.queue,
-             scan.count - resumed_from)
+    log.info("seeded %s into queue %r (%d written now)", plural(scan.count, "task"),
+             broker.queue, scan.count - resumed_from)
     return SeedReport(scan.count, scan.count - resumed_from, resumed_from, already_seeded=False)
 
 

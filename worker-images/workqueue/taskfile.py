@@ -38,7 +38,14 @@ def source_files(path: str) -> list[Path]:
     """The files behind ``path``: itself, or a folder's ``*.jsonl`` chunks in name order."""
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in JSONL_SUFFIXES and f.is_file())
+        # Names starting with a dot are a mounted ConfigMap's own bookkeeping (..data).
+        visible = [f for f in p.iterdir() if not f.name.startswith(".")]
+        files = sorted(f for f in visible if f.suffix in JSONL_SUFFIXES and f.is_file())
+        others = sorted(f.name for f in visible if f.suffix not in JSONL_SUFFIXES)
+        if others:
+            raise TaskSourceError(
+                f"{path}: a folder of task chunks holds only *.jsonl files, not "
+                f"{', '.join(others[:3])}; give a task file itself as --tasks")
         if not files:
             raise TaskSourceError(f"{path}: folder holds no *.jsonl task chunks")
         return files
@@ -111,6 +118,10 @@ def _parse(stream: BinaryIO, name: str, fmt: str) -> Iterator[str]:
         payload = _payload(line, name, number, fmt)
         if payload is None:
             continue
+        if "\0" in payload:
+            raise TaskSourceError(
+                f"{name}:{number}: the task holds a NUL character, which no command can receive "
+                "in its arguments or environment; remove it or encode the task (e.g. base64)")
         # A text payload is part of its line, so only long lines pay for measuring it; JSON
         # values are re-serialised and may grow (1e5 becomes 100000.0).
         may_be_over = fmt == "jsonl" or len(raw) > MAX_PAYLOAD_BYTES

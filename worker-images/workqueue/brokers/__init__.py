@@ -22,13 +22,17 @@ def connect(url: str, queue: str, password: str | None = None,
     """Open the broker named by ``url`` (redis://host:port/db or amqp://user@host:port/vhost),
     waiting up to ``connect_timeout`` seconds for it to answer, and later riding out outages of
     up to ``outage_seconds``."""
-    scheme = urlsplit(url).scheme
-    kind = SCHEMES.get(scheme)
+    parts = urlsplit(url)
+    kind = SCHEMES.get(parts.scheme)
     if kind is None:
         raise ConfigError(
-            f"broker URL {url!r} has scheme {scheme!r}; use redis://HOST:PORT/0 or "
+            f"broker URL {url!r} has scheme {parts.scheme!r}; use redis://HOST:PORT/0 or "
             "amqp://USER@HOST:PORT/%2F"
         )
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number from 0 to 65535)
+    except ValueError as exc:
+        raise ConfigError(f"broker URL {url!r}: {exc}; give the broker's port") from None
     if kind == "redis":
         from .redis import RedisBroker
 

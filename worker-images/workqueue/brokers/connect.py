@@ -52,9 +52,14 @@ class Outage:
             log.warning("%s is back after %.0fs", self.server, away)
 
 
+UNREACHABLE_FIX = ("check the broker is running and that this pod may reach it (NetworkPolicy, "
+                   "Service)")
+
+
 def retry_until(attempt: Callable[[], T], timeout: float, server: str,
-                transient: tuple[type[BaseException], ...] = ()) -> T:
-    """Call ``attempt`` until it succeeds, for up to ``timeout`` seconds.
+                transient: tuple[type[BaseException], ...] = (), fix: str | None = None) -> T:
+    """Call ``attempt`` until it succeeds, for up to ``timeout`` seconds; ``fix`` is what the
+    final error tells the user to check.
 
     Auth errors are final at once; anything in ``transient`` (plus socket errors) is retried.
     """
@@ -66,8 +71,7 @@ def retry_until(attempt: Callable[[], T], timeout: float, server: str,
             raise
         except (*_TRANSIENT, *transient, _redis_connection_error()) as exc:
             if outage is None:
-                outage = Outage(server, timeout, "check the broker is running and that this pod "
-                                "may reach it (NetworkPolicy, Service)")
+                outage = Outage(server, timeout, fix or UNREACHABLE_FIX)
             outage.wait(exc)
             continue
         if outage is not None:

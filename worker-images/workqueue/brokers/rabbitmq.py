@@ -27,11 +27,14 @@ from urllib.parse import unquote, urlsplit
 import pika
 import pika.exceptions as amqp
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
 
 from ..broker import Broker, Consumer, DeadItem, Delivery, Fetch, Outcome, SeedState, Status
 from ..defaults import CONNECT_TIMEOUT_SECONDS, OUTAGE_SECONDS
 from ..errors import (
     BrokerAuthError,
+    BrokerFull,
+    ConfigError,
     ConnectionLost,
     OtherRun,
     StateLost,
@@ -66,7 +69,7 @@ class RabbitMQBroker(Broker):
         self.queue = queue
         self.names = {role: f"wq.{queue}.{role}"
                       for role in ("tasks", "done", "dead", "retries", "seed", "seeded")}
-        self.params = _parameters(url, password, heartbeat_seconds)
+        self.params = _parameters(url, password, heartbeat_seconds, connect_timeout)
         self.server = f"rabbitmq at {self.params.host}:{self.params.port}"
         self.outage_seconds = outage_seconds
         self.connection = self.open_connection(connect_timeout)
@@ -88,6 +91,12 @@ class RabbitMQBroker(Broker):
                 raise BrokerAuthError(
                     f"{self.server} denied access to vhost {self.params.virtual_host!r}: grant "
                     "the user permissions there or fix the vhost in the URL"
+                ) from exc
+            except (AMQPConnectorStackTimeout, amqp.IncompatibleProtocolError) as exc:
+                raise ConfigError(
+                    f"{self.server} accepted the connection but did not answer as RabbitMQ "
+                    f"within {self.params.stack_timeout:.0f}s: check the port (RabbitMQ "
+                    "listens on 5672) and the scheme (amqps:// only for a TLS listener)"
                 ) from exc
 
         return retry_until(attempt, timeout, self.server, transient=(amqp.AMQPConnectionError,))
@@ -165,13 +174,21 @@ class RabbitMQBroker(Broker):
 
     def seed_batch(self, state: SeedState, payloads: Sequence[str]) -> SeedState:
         channel = self._seeding_channel()
-        for offset, payload in enumerate(payloads):
-            channel.basic_publish("", self.names["tasks"],
-                                  encode(item_id(state.cursor + offset), payload),
-                                  pika.BasicProperties(delivery_mode=PERSISTENT))
-        return self._commit_seed_state(
-            state, SeedState(state.cursor + len(payloads), state.fingerprint, state.total,
-                             run=state.run))
+        try:
+            for offset, payload in enumerate(payloads):
+                channel.basic_publish("", self.names["tasks"],
+                                      encode(item_id(state.cursor + offset), payload),
+                                      pika.BasicProperties(delivery_mode=PERSISTENT))
+            return self._commit_seed_state(
+                state, SeedState(state.cursor + len(payloads), state.fingerprint, state.total,
+                                 run=state.run))
+        except amqp.ConnectionBlockedTimeout as exc:
+            # The server blocks publishers while a memory or disk alarm is on.
+            raise BrokerFull(
+                f"{self.server} stopped taking tasks for "
+                f"{self.params.blocked_connection_timeout:.0f}s (a memory or disk alarm): raise "
+                "broker.rabbitmq.resources.limits.memory or broker.persistence.size, or seed "
+                "fewer or smaller tasks") from exc
 
     def mark_seeded(self, state: SeedState) -> SeedState:
         return self._commit_seed_state(
@@ -294,7 +311,8 @@ def _attempt(headers: dict) -> int:
     return int(headers.get(ATTEMPT_HEADER, 1)) + int(headers.get("x-delivery-count", 0))
 
 
-def _parameters(url: str, password: str | None, heartbeat: int) -> pika.URLParameters:
+def _parameters(url: str, password: str | None, heartbeat: int,
+                connect_timeout: float) -> pika.URLParameters:
     parts = urlsplit(url)
     user = unquote(parts.username or "guest")
     secret = password or unquote(parts.password or "")
@@ -305,6 +323,8 @@ def _parameters(url: str, password: str | None, heartbeat: int) -> pika.URLParam
     params.heartbeat = heartbeat
     params.connection_attempts = 1
     params.socket_timeout = 5
+    # The whole connect (TCP, TLS, AMQP handshake); a server that is not RabbitMQ never answers.
+    params.stack_timeout = min(15.0, connect_timeout)
     params.blocked_connection_timeout = 60
     return params
 

@@ -18,6 +18,7 @@ from ..defaults import CONNECT_TIMEOUT_SECONDS, HEARTBEAT_FRACTION, OUTAGE_SECON
 from ..errors import (
     BrokerAuthError,
     BrokerFull,
+    ConfigError,
     OtherRun,
     SeedConflict,
     StateLost,
@@ -51,9 +52,14 @@ class RedisBroker(Broker):
         self.queue = queue
         self.server = _server_name(url)
         self.outage_seconds = outage_seconds
+        self.password_given = bool(password)
+        self.tls = urlsplit(url).scheme == "rediss"
+        # A TLS client facing a plaintext server waits for a handshake that never comes: the
+        # socket timeout bounds that, and no call of ours should take half a minute anyway.
         self.client = redis.Redis.from_url(
             url, password=password or None, decode_responses=True, socket_connect_timeout=5,
-            socket_timeout=30, health_check_interval=15, retry=Retry(NoBackoff(), 0),
+            socket_timeout=min(30.0, connect_timeout), health_check_interval=15,
+            retry=Retry(NoBackoff(), 0),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
         self.keys = [f"wq:{{{queue}}}:{name}" for name in _KEY_NAMES]
@@ -62,24 +68,35 @@ class RedisBroker(Broker):
             name: self.client.register_script(_PRELUDE + (_LUA / f"{name}.lua").read_text())
             for name in _SCRIPTS
         }
-        retry_until(self._ping, connect_timeout, self.server)
+        tls_fix = ("with rediss://, check that the server speaks TLS; else that the broker is "
+                   "running and this pod may reach it")
+        retry_until(self._ping, connect_timeout, self.server, transient=(redis.TimeoutError,),
+                    fix=tls_fix if self.tls else None)
         # Once connected, the client retries a dropped connection briefly; `call` rides out
         # longer outages for up to `outage_seconds`.
         self.client.set_retry(Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=3))
 
     def _ping(self) -> None:
+        wants_password = BrokerAuthError(
+            f"{self.server} wants a password: set WORKQUEUE_BROKER_PASSWORD or "
+            "WORKQUEUE_BROKER_PASSWORD_FILE")
         try:
             self.client.ping()
         except redis.AuthenticationError as exc:
+            if not self.password_given:
+                raise wants_password from exc
             raise BrokerAuthError(
                 f"{self.server} refused the password: check WORKQUEUE_BROKER_PASSWORD(_FILE) "
                 "(in the chart, the broker Secret)"
             ) from exc
         except redis.ResponseError as exc:
             if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-                raise BrokerAuthError(
-                    f"{self.server} wants a password: set WORKQUEUE_BROKER_PASSWORD "
-                    "or WORKQUEUE_BROKER_PASSWORD_FILE"
+                raise wants_password from exc
+            if "DB index is out of range" in str(exc):
+                db = self.client.connection_pool.connection_kwargs.get("db")
+                raise ConfigError(
+                    f"{self.server} has no database {db}: use one below its `databases` "
+                    "setting (16 by default), e.g. redis://HOST:6379/0"
                 ) from exc
             raise
 
