@@ -38,7 +38,7 @@ def test_folder_of_chunks_is_read_in_name_order(tmp_path):
 def test_folder_with_other_files_is_refused_not_half_read(tmp_path):
     (tmp_path / "00000.jsonl").write_text('"a"\n')
     (tmp_path / "more.txt").write_text("zzz\n")
-    with pytest.raises(TaskSourceError, match="holds only \\*.jsonl files, not more.txt"):
+    with pytest.raises(TaskSourceError, match=r"holds only \*\.jsonl files, not more\.txt"):
         list(iter_tasks(str(tmp_path)))
 
 

@@ -21,7 +21,11 @@ and "<prefix>-broker-client" is a label key (63).
 {{- $prefix = printf "%s-%s" .Release.Name $name }}
 {{- end }}
 {{- end }}
-{{- $prefix | trunc 45 | trimSuffix "-" }}
+{{- $prefix = $prefix | trunc 45 | trimSuffix "-" }}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $prefix) }}
+{{- fail (printf "the release name %q (or fullnameOverride) gives object names Kubernetes refuses for a Service: use lowercase letters, digits and '-', starting with a letter (e.g. job-%s)" .Release.Name (regexReplaceAll "[^a-z0-9-]" (lower .Release.Name) "-")) }}
+{{- end }}
+{{- $prefix }}
 {{- end }}
 
 {{/* name-version for the helm.sh/chart label. */}}
@@ -94,19 +98,24 @@ app.kubernetes.io/managed-by: {{ .context.Release.Service }}
 {{- define "workqueue-job.broker.port" -}}
 {{- if and .Values.broker.external.enabled .Values.broker.external.port }}
 {{- .Values.broker.external.port }}
-{{- else if eq (include "workqueue-job.broker.type" .) "redis" }}6379{{ else }}5672{{ end }}
+{{- else if eq (include "workqueue-job.broker.type" .) "redis" }}6379
+{{- else if and .Values.broker.external.enabled .Values.broker.external.tls }}5671
+{{- else }}5672{{ end }}
 {{- end }}
 
 {{/* Broker URL without the password (that comes from the Secret). */}}
 {{- define "workqueue-job.broker.url" -}}
 {{- $host := include "workqueue-job.broker.host" . }}
 {{- $port := include "workqueue-job.broker.port" . }}
+{{- $ext := .Values.broker.external }}
+{{- $tls := and $ext.enabled $ext.tls }}
 {{- if eq (include "workqueue-job.broker.type" .) "redis" }}
-{{- printf "redis://%s:%s/%d" $host $port (int .Values.broker.external.database) }}
+{{- $user := ternary (printf "%s@" $ext.redisUser) "" (and $ext.enabled (ne $ext.redisUser "")) }}
+{{- printf "%s://%s%s:%s/%d" (ternary "rediss" "redis" $tls) $user $host $port (int $ext.database) }}
 {{- else }}
-{{- $user := ternary .Values.broker.external.user .Values.broker.rabbitmq.user .Values.broker.external.enabled }}
-{{- $vhost := ternary .Values.broker.external.vhost "/" .Values.broker.external.enabled }}
-{{- printf "amqp://%s@%s:%s/%s" $user $host $port (urlquery $vhost) }}
+{{- $user := ternary $ext.user .Values.broker.rabbitmq.user $ext.enabled }}
+{{- $vhost := ternary $ext.vhost "/" $ext.enabled }}
+{{- printf "%s://%s@%s:%s/%s" (ternary "amqps" "amqp" $tls) $user $host $port (urlquery $vhost) }}
 {{- end }}
 {{- end }}
 
@@ -239,4 +248,44 @@ volumeClaimTemplates:
 {{/* Labels that let a pod through the broker's NetworkPolicy. */}}
 {{- define "workqueue-job.brokerClientLabel" -}}
 {{ include "workqueue-job.fullname" . }}-broker-client: "true"
+{{- end }}
+
+{{/*
+What every pod of the release gets, given (dict "context" . "own" COMPONENT_VALUES): image pull
+secrets, the priority class, and the scheduling values, where the component's own
+nodeSelector, tolerations and affinity win over the release-wide ones. Also
+shareProcessNamespace: the pause container is then PID 1, so orphaned grandchildren of a task
+are reaped and our processes get the kernel's usual signal handling.
+*/}}
+{{- define "workqueue-job.podCommon" -}}
+{{- $v := .context.Values -}}
+shareProcessNamespace: true
+{{- with $v.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with (default $v.nodeSelector .own.nodeSelector) }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default $v.tolerations .own.tolerations) }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default $v.affinity .own.affinity) }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The worker pods' ServiceAccount: the chart's, or the one the user names. */}}
+{{- define "workqueue-job.worker.serviceAccountName" -}}
+{{- if .Values.worker.serviceAccount.create }}
+{{- default (include "workqueue-job.worker.fullname" .) .Values.worker.serviceAccount.name }}
+{{- else }}
+{{- required "worker.serviceAccount.name is required when worker.serviceAccount.create is false" .Values.worker.serviceAccount.name }}
+{{- end }}
 {{- end }}
