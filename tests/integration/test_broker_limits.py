@@ -7,7 +7,8 @@ import os
 import shlex
 import subprocess
 
-from chart.render import BROKER, by_kind_name, rabbitmq_conf, render_chart
+import redis
+from chart.render import BROKER, CHART, by_kind_name, load_values, rabbitmq_conf, render_chart
 
 from conftest import WORKQUEUE
 from servers import RabbitNode
@@ -15,6 +16,8 @@ from workqueue import seed
 from workqueue.brokers.rabbitmq import RabbitMQBroker
 from workqueue.errors import EXIT_SEED_REFUSED
 from workqueue.local import LocalRedis
+
+CHART_DEFAULTS = load_values(CHART / "values.yaml")
 
 
 def rendered_redis_flags(memory: str) -> list[str]:
@@ -71,3 +74,24 @@ def test_rabbitmq_boots_and_serves_with_the_charts_settings(tmp_path):
         broker.close()
     finally:
         node.cleanup()
+
+
+def test_the_default_redis_holds_a_million_100_byte_tasks(tmp_path):
+    # Given Redis capped as the chart caps it at its default limit
+    flags = rendered_redis_flags(str(CHART_DEFAULTS["broker"]["redis"]["resources"]["limits"][
+        "memory"]))
+    tasks = tmp_path / "million.txt"
+    with tasks.open("w") as out:
+        for i in range(1_000_000):
+            out.write(f"{i:010d}{'x' * 90}\n")
+    with CappedRedis(flags) as server:
+        # When a million 100-byte tasks are seeded, then the seeder succeeds under the cap
+        result = subprocess.run(
+            [*WORKQUEUE, "seed", "--tasks", str(tasks)], capture_output=True, text=True,
+            timeout=300, env={**os.environ, "WORKQUEUE_BROKER_URL": server.url,
+                              "WORKQUEUE_BROKER_PASSWORD": server.password})
+        assert result.returncode == 0, result.stderr
+        client = redis.Redis(port=server.port, password=server.password)
+        memory = client.info("memory")
+        client.close()
+    assert memory["used_memory"] < memory["maxmemory"] == int(flags[1])
