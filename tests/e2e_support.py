@@ -62,3 +62,14 @@ def leftovers(found: Mapping[str, Iterable[str]]) -> list[str]:
     ignored = {("configmaps", "kube-root-ca.crt"), ("serviceaccounts", "default")}
     return sorted(f"{kind}/{name}" for kind, names in found.items() for name in names
                   if (kind, name) not in ignored)
+
+
+DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
+                             "storageclass.beta.kubernetes.io/is-default-class")
+
+
+def has_default_storage_class(annotations: Iterable[Mapping[str, str] | None]) -> bool:
+    """Whether one of the StorageClasses (given by their annotations) is the cluster default,
+    which the chart's broker PVC needs when it names no storageClass."""
+    return any((a or {}).get(key) == "true" for a in annotations
+               for key in DEFAULT_CLASS_ANNOTATIONS)

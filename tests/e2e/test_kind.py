@@ -22,6 +22,7 @@ import yaml
 from docker_engine import ensure_engine
 from e2e_support import (
     LEFTOVER_KINDS,
+    has_default_storage_class,
     job_progress,
     job_state,
     leftovers,
@@ -60,6 +61,8 @@ class Cluster:
         self.kubeconfig, self.context, self.kind_name = kubeconfig, context, kind_name
         self.core, self.batch = client.CoreV1Api(), client.BatchV1Api()
         self.apps, self.net = client.AppsV1Api(), client.NetworkingV1Api()
+        self.default_storage = has_default_storage_class(
+            c.metadata.annotations for c in client.StorageV1Api().list_storage_class().items)
 
     def helm(self, *args: str, timeout: float = 600, check: bool = True):
         flags = [f"--kubeconfig={self.kubeconfig}"] if self.kubeconfig else []
@@ -154,9 +157,14 @@ def install(kube: Cluster, namespace: str, broker: str, mode: str, command: str)
     sh(sys.executable, "-m", "generator", str(tasks), "--broker", broker, "--mode", mode,
        "--parallelism", "3", "--name", "e2e", "--image", f"{repository}:{tag}",
        "--command", command, "-o", str(values))
+    extra = []
+    if not kube.default_storage:
+        # The broker's PVC (persistence is on by default) would stay Pending for good.
+        progress("no default StorageClass: installing with broker.persistence.enabled=false")
+        extra = ["--set", "broker.persistence.enabled=false"]
     progress(f"helm install e2e -n {namespace} ({broker}, {mode})")
     kube.helm("install", "e2e", str(ROOT / "charts" / "workqueue-job"), "-f", str(values),
-              "--namespace", namespace, "--create-namespace")
+              "--namespace", namespace, "--create-namespace", *extra)
 
 
 def finish(kube: Cluster, namespace: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import WORKQUEUE, broker_env, write_tasks
 from workqueue import seed
+from workqueue.broker import SeedState
 from workqueue.brokers.redis import RedisBroker
 from workqueue.errors import (
     EXIT_BROKER_UNREACHABLE,
@@ -260,8 +261,14 @@ def test_bad_stdin_names_stdin_not_a_spool_file(broker, server_for):
     assert "<stdin>:2: not valid JSON" in bad.stderr
 
 
-def test_status_of_an_unseeded_queue_is_not_finished(broker, server_for):
-    check = cli("status", "--require-drained", env=broker_env(broker, server_for))
+def test_status_of_an_unseeded_queue_is_not_finished(broker, server_for, tmp_path):
+    env = broker_env(broker, server_for)
+    check = cli("status", "--require-drained", env=env)
     assert check.returncode == 1
-    assert "not finished" in check.stdout
-    assert "all 0 tasks done" not in check.stdout
+    assert "not seeded yet" in check.stdout
+    assert "finished" not in check.stdout
+    # Seeding under way (a cursor, no marker yet) is not finished either
+    broker.seed_batch(SeedState(0, "fingerprint", 2), ["a"])
+    check = cli("status", "--require-drained", env=env)
+    assert check.returncode == 1
+    assert "not finished: seeding has not completed" in check.stdout

@@ -40,7 +40,7 @@ def test_a_200_kb_task_reaches_the_command_on_stdin(redis_broker, server_for, tm
     # Then it ran once, with every byte (and the newline), and $WORKQUEUE_PAYLOAD unset
     assert result.returncode == 0, result.stderr
     assert out.read_text().strip() == "200001"
-    assert "passed on stdin only" in result.stderr
+    assert "is 200000 bytes" in result.stderr and "passed on stdin only" in result.stderr
 
 
 def test_a_200_kb_task_in_braces_fails_with_the_reason(redis_broker, server_for, tmp_path):
@@ -49,7 +49,19 @@ def test_a_200_kb_task_in_braces_fails_with_the_reason(redis_broker, server_for,
                  env=broker_env(redis_broker, server_for))
     assert result.returncode == 0
     (dead,) = redis_broker.dead_items(5)
-    assert "too long for `{}` in an argument" in dead.error and "stdin" in dead.error
+    assert "is 200000 bytes" in dead.error and "`{}`" in dead.error and "stdin" in dead.error
+
+
+def test_a_task_with_a_nul_character_reaches_the_command_on_stdin(redis_broker, server_for,
+                                                                  tmp_path):
+    (tmp_path / "t.jsonl").write_text('"a\\u0000b"\n')
+    seed(redis_broker, str(tmp_path / "t.jsonl"))
+    out = tmp_path / "out"
+    env = broker_env(redis_broker, server_for)
+    result = cli("work", "--", "sh", "-c", f"cat > {out}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == b"a\x00b\n"
+    assert "holds a NUL character" in result.stderr
 
 
 @pytest.mark.parametrize("script", [

@@ -41,6 +41,12 @@ def test_bad_flags_exit_2_with_one_clear_line(args, message):
                                       "WORKQUEUE_LEASE_SECONDS)"),
     ("WORKQUEUE_CONNECT_TIMEOUT", "never", "'never' is not a number of seconds"),
     ("WORKQUEUE_MAX_ATTEMPTS", "0", "0 is too small"),
+    ("WORKQUEUE_LEASE_SECONDS", "nan", "'nan' is not a finite number of seconds"),
+    ("WORKQUEUE_GRACE_SECONDS", "inf", "'inf' is not a finite number of seconds"),
+    ("WORKQUEUE_MODE", "medium", "'medium' is not one of fine, coarse (set by --mode or "
+                                 "WORKQUEUE_MODE)"),
+    ("WORKQUEUE_ON_DEAD", "maybe", "'maybe' is not one of fail, succeed"),
+    ("WORKQUEUE_LOG_LEVEL", "LOUD", "WORKQUEUE_LOG_LEVEL='LOUD' is not one of DEBUG, INFO"),
 ])
 def test_bad_environment_values_are_one_clear_line_too(variable, value, message):
     result = run("work", "--", "true", env={"PATH": "/usr/bin:/bin", variable: value})
@@ -73,3 +79,18 @@ def test_every_exit_code_is_in_the_help_and_the_readme():
     for row in EXIT_CODES:
         assert f"  {row.code:>3}  " in help_text
         assert row.chart.split(" ")[0].lower() in rows[str(row.code)].lower()
+
+
+def test_make_help_lists_every_target_and_e2e_skips_without_an_error():
+    root = Path(__file__).resolve().parents[2]
+    targets = subprocess.run(["make", "-s", "help"], cwd=root, capture_output=True, text=True,
+                             timeout=30).stdout
+    for target in ("setup", "lint", "test", "demo", "images", "e2e", "bench", "clean"):
+        assert f"make {target} " in targets
+    # No kind and no cluster: the suite skips itself, and make says nothing of an error.
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/tmp"}
+    e2e = subprocess.run(["make", "e2e"], cwd=root, capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert e2e.returncode == 0, e2e.stdout + e2e.stderr
+    assert "SKIPPED" in e2e.stdout and "e2e: " in e2e.stdout
+    assert "Error" not in e2e.stdout + e2e.stderr

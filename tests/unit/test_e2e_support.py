@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_support import job_state, leftovers, missing_tasks, missing_tools
+from e2e_support import (
+    has_default_storage_class,
+    job_state,
+    leftovers,
+    missing_tasks,
+    missing_tools,
+)
 
 
 @pytest.mark.parametrize("env, docker_problem, expected", [
@@ -49,3 +55,13 @@ def test_leftovers_ignore_what_kubernetes_creates():
     found = {"configmaps": ["kube-root-ca.crt", "e2e-workqueue-job-seeder-tasks"],
              "serviceaccounts": ["default"], "pods": []}
     assert leftovers(found) == ["configmaps/e2e-workqueue-job-seeder-tasks"]
+
+
+def test_a_default_storage_class_is_found_by_either_annotation():
+    assert has_default_storage_class([None, {"storageclass.kubernetes.io/is-default-class":
+                                             "true"}])
+    assert has_default_storage_class([{"storageclass.beta.kubernetes.io/is-default-class":
+                                       "true"}])
+    assert not has_default_storage_class([None, {"storageclass.kubernetes.io/is-default-class":
+                                                 "false"}])
+    assert not has_default_storage_class([])

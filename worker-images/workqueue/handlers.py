@@ -45,9 +45,10 @@ class Handler(Protocol):
 class CommandHandler:
     """Runs ``argv`` once per item. The payload reaches it three ways: on stdin (with a final
     newline, so `read` gets the line), in $WORKQUEUE_PAYLOAD (with $WORKQUEUE_ITEM_ID and
-    $WORKQUEUE_ATTEMPT), and in place of any ``{}`` in the arguments. Payloads above 128 KiB,
-    which Linux will not pass as one argument or variable, arrive on stdin only: the variable is
-    unset and ``{}`` fails the item. Exit 0 means done; anything else fails the item.
+    $WORKQUEUE_ATTEMPT), and in place of any ``{}`` in the arguments. Payloads above 128 KiB or
+    holding a NUL character, which Linux will not pass in an argument or variable, arrive on
+    stdin only: the variable is unset and ``{}`` fails the item. Exit 0 means done; anything
+    else fails the item.
 
     The command runs in a process group of its own: cancelling it signals the whole group, and
     processes it leaves behind are killed when it exits, so neither can hold the worker up."""
@@ -69,16 +70,17 @@ class CommandHandler:
         data = item.payload.encode()
         env = {**self._env, "WORKQUEUE_ITEM_ID": item.id,
                "WORKQUEUE_ATTEMPT": str(item.attempt)}
-        if len(data) <= MAX_ARG_BYTES - len("WORKQUEUE_PAYLOAD="):
+        why_not = _why_not_an_argument(data)
+        if why_not is None:
             env["WORKQUEUE_PAYLOAD"] = item.payload
             argv = [arg.replace(PLACEHOLDER, item.payload) for arg in self.argv]
         elif any(PLACEHOLDER in arg for arg in self.argv):
-            raise TaskFailed(f"the task is {len(data)} bytes, too long for `{{}}` in an argument "
-                             f"(Linux allows {MAX_ARG_BYTES}): read it from stdin instead")
+            raise TaskFailed(f"the task {why_not}, so it cannot take the place of `{{}}` in an "
+                             "argument: read it from stdin instead")
         else:
             argv = self.argv
-            log.info("item %s: %d bytes, passed on stdin only ($WORKQUEUE_PAYLOAD is unset "
-                     "above %d bytes)", item.id, len(data), MAX_ARG_BYTES)
+            log.info("item %s: the task %s, so it is passed on stdin only ($WORKQUEUE_PAYLOAD "
+                     "is unset)", item.id, why_not)
         with self._lock:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                                           env=env, start_new_session=True)
@@ -108,6 +110,15 @@ class CommandHandler:
             proc.wait(KILL_AFTER_SECONDS)
         except subprocess.TimeoutExpired:
             _signal_group(proc, signal.SIGKILL)
+
+
+def _why_not_an_argument(data: bytes) -> str | None:
+    """Why Linux cannot pass this payload as an argument or variable, or None if it can."""
+    if len(data) > MAX_ARG_BYTES - len("WORKQUEUE_PAYLOAD="):
+        return f"is {len(data)} bytes (Linux allows {MAX_ARG_BYTES} in one argument)"
+    if b"\0" in data:
+        return "holds a NUL character"
+    return None
 
 
 def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:

@@ -118,10 +118,6 @@ def _parse(stream: BinaryIO, name: str, fmt: str) -> Iterator[str]:
         payload = _payload(line, name, number, fmt)
         if payload is None:
             continue
-        if "\0" in payload:
-            raise TaskSourceError(
-                f"{name}:{number}: the task holds a NUL character, which no command can receive "
-                "in its arguments or environment; remove it or encode the task (e.g. base64)")
         # A text payload is part of its line, so only long lines pay for measuring it; JSON
         # values are re-serialised and may grow (1e5 becomes 100000.0).
         may_be_over = fmt == "jsonl" or len(raw) > MAX_PAYLOAD_BYTES
