@@ -133,9 +133,36 @@ setup_system_packages() {
   say "rabbitmq-server: $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo 'installed (version unknown)')"
 }
 
+# Debian trixie in .tools/trixie, with the broker versions the chart ships or brackets: RabbitMQ
+# 4.0.5 and Redis 8.0. The tests run them there with chroot (tests/servers.py), beside bookworm's
+# RabbitMQ 3.10 and Redis 7.0 on this machine. Built once (about a minute), from the Debian
+# mirror apt already uses.
+setup_trixie_root() {
+  local trixie="$tools/trixie" mirror
+  if [ -x "$trixie/usr/sbin/rabbitmq-server" ] && [ -x "$trixie/usr/bin/redis-server" ]; then
+    say "trixie root: .tools/trixie has rabbitmq-server $(chroot "$trixie" dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null) and $(chroot "$trixie" redis-server --version 2>/dev/null | cut -d' ' -f3)"
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ] || ! PATH="$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null; then
+    say "warning: cannot build .tools/trixie (needs root and debootstrap); the RabbitMQ 4.0 and Redis 8.0 tests will fail and say so"
+    return 0
+  fi
+  mirror=$(bash "$root/scripts/debian-mirror.sh") || die "no Debian mirror to build .tools/trixie from"
+  say "building .tools/trixie with debootstrap from $mirror (about a minute)"
+  rm -rf "$trixie.tmp"
+  if ! PATH="$PATH:/usr/sbin:/sbin" debootstrap --variant=minbase \
+      --include=rabbitmq-server,redis-server trixie "$trixie.tmp" "$mirror" > "$tools/trixie.log" 2>&1; then
+    tail -20 "$tools/trixie.log" >&2
+    die "debootstrap of trixie failed (full log: .tools/trixie.log)"
+  fi
+  mv "$trixie.tmp" "$trixie"
+  say "trixie root: built .tools/trixie"
+}
+
 setup_venv
 setup_helm
 setup_kubectl
 setup_checkov
 setup_system_packages
+setup_trixie_root
 say "done"

@@ -1,5 +1,6 @@
-"""Real broker servers for the tests: one redis-server and one rabbitmq-server per session,
-on free loopback ports, stopped afterwards. A missing server fails the test with the fix."""
+"""Real broker servers for the tests: each version runs once per session, on free loopback
+ports, and is stopped afterwards. A test that uses a broker runs once per version of it, with
+ids such as [redis-8.0] or [rabbitmq-4.0]. A missing server fails the test with the fix."""
 
 from __future__ import annotations
 
@@ -10,43 +11,99 @@ from typing import TypeVar
 
 import pytest
 
-from servers import RabbitNode
+from servers import TRIXIE_ROOT, RabbitNode, RootRedis
 from workqueue.brokers.rabbitmq import RabbitMQBroker
 from workqueue.brokers.redis import RedisBroker
-from workqueue.errors import ConfigError
-from workqueue.local import LocalRedis
 
-BROKERS = ("redis", "rabbitmq")
 WORKQUEUE = [sys.executable, "-m", "workqueue"]
 """The CLI, as the chart's pods run it."""
 B = TypeVar("B", RedisBroker, RabbitMQBroker)
 
+VERSIONS = {
+    # Debian bookworm's, on this machine: what many external brokers run.
+    "redis-7.0": None, "rabbitmq-3.10": None,
+    # Debian trixie's: RabbitMQ 4.0.5 is the chart's; Redis 8.0 and 7.0 bracket its 7.4.
+    "redis-8.0": TRIXIE_ROOT, "rabbitmq-4.0": TRIXIE_ROOT,
+}
+BROKERS = ("redis", "rabbitmq")
+DEFAULT = {"redis": "redis-7.0", "rabbitmq": "rabbitmq-3.10"}
+"""The version a test gets when it is not run once per version."""
+
+
+def versions_of(kind: str) -> list[str]:
+    return [version for version in VERSIONS if version.startswith(kind + "-")]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test that uses a broker once per version of it."""
+    names = set(metafunc.fixturenames)
+    if "broker_version" not in names or any(
+            "broker_version" in mark.args[0] for mark in metafunc.definition.iter_markers(
+                "parametrize")):
+        return
+    if "broker" in names:
+        ids = [*versions_of("redis"), *versions_of("rabbitmq")]
+    elif names & {"redis_server", "redis_broker", "own_redis"}:
+        ids = versions_of("redis")
+    else:
+        ids = versions_of("rabbitmq")
+    metafunc.parametrize("broker_version", ids)
+
+
+def _pick(kind: str, version: str | None) -> str:
+    return version if version and version.startswith(kind + "-") else DEFAULT[kind]
+
+
+@pytest.fixture
+def broker_version() -> str | None:
+    """The broker version the test runs on: set per version by pytest_generate_tests for the
+    tests that use a broker; otherwise each kind's default."""
+    return None
+
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[LocalRedis]:
-    try:
-        server = LocalRedis().start()
-    except ConfigError as exc:
-        pytest.fail(f"{exc}. Run `make setup` to install it.")
+def servers() -> Iterator[dict[str, RootRedis | RabbitNode]]:
+    """Each version's server, started when a test first needs it."""
+    running: dict[str, RootRedis | RabbitNode] = {}
+    yield running
+    for server in running.values():
+        server.cleanup()
+
+
+def server_of(servers: dict, version: str) -> RootRedis | RabbitNode:
+    if version not in servers:
+        root = VERSIONS[version]
+        try:
+            server = (RootRedis(root) if version.startswith("redis") else RabbitNode(root=root))
+            servers[version] = server.start()
+        except FileNotFoundError as exc:
+            pytest.fail(str(exc))
+    return servers[version]
+
+
+@pytest.fixture
+def redis_server(broker_version: str | None, servers: dict) -> RootRedis:
+    return server_of(servers, _pick("redis", broker_version))
+
+
+@pytest.fixture
+def rabbitmq_server(broker_version: str | None, servers: dict) -> RabbitNode:
+    return server_of(servers, _pick("rabbitmq", broker_version))
+
+
+@pytest.fixture
+def own_redis(broker_version: str | None) -> Iterator[RootRedis]:
+    """A redis-server of this test's own, of the test's version, which it may wipe or stop."""
+    server = RootRedis(VERSIONS[_pick("redis", broker_version)]).start()
     yield server
     server.cleanup()
-
-
-@pytest.fixture(scope="session")
-def rabbitmq_server() -> Iterator[RabbitNode]:
-    try:
-        node = RabbitNode().start()
-    except FileNotFoundError as exc:
-        pytest.fail(str(exc))
-    yield node
-    node.cleanup()
 
 
 def unique_queue() -> str:
     return f"test-{secrets.token_hex(4)}"
 
 
-def own_queue(broker_class: type[B], server: LocalRedis | RabbitNode) -> Iterator[B]:
+def own_queue(broker_class: type[B], server: RootRedis | RabbitNode) -> Iterator[B]:
     """A broker on a queue of the test's own, purged afterwards."""
     broker = broker_class(server.url, unique_queue(), server.password, connect_timeout=10)
     yield broker
@@ -55,7 +112,7 @@ def own_queue(broker_class: type[B], server: LocalRedis | RabbitNode) -> Iterato
 
 
 @pytest.fixture
-def redis_broker(redis_server: LocalRedis) -> Iterator[RedisBroker]:
+def redis_broker(redis_server: RootRedis) -> Iterator[RedisBroker]:
     yield from own_queue(RedisBroker, redis_server)
 
 
@@ -64,10 +121,10 @@ def rabbitmq_broker(rabbitmq_server: RabbitNode) -> Iterator[RabbitMQBroker]:
     yield from own_queue(RabbitMQBroker, rabbitmq_server)
 
 
-@pytest.fixture(params=BROKERS)
-def broker(request: pytest.FixtureRequest):
-    """Each test using it runs once per broker, against the real server."""
-    return request.getfixturevalue(f"{request.param}_broker")
+@pytest.fixture
+def broker(request: pytest.FixtureRequest, broker_version: str):
+    """Each test using it runs once per broker and version, against the real server."""
+    return request.getfixturevalue(f"{broker_version.split('-')[0]}_broker")
 
 
 @pytest.fixture

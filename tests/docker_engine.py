@@ -60,11 +60,20 @@ def ensure_base_image() -> str:
     with tempfile.TemporaryDirectory(prefix="wq-rootfs-") as rootfs:
         result = subprocess.run(
             [debootstrap, "--variant=minbase", "--include=python3,python3-venv", "bookworm",
-             rootfs, "http://deb.debian.org/debian"], capture_output=True, text=True,
-            timeout=1200)
+             rootfs, debian_mirror()], capture_output=True, text=True, timeout=1200)
         if result.returncode != 0:
             raise AssertionError(f"debootstrap failed:\n{result.stdout[-2000:]}")
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
         docker("import", "-", BASE_IMAGE, stdin=tar.stdout)
         tar.wait()
     return BASE_IMAGE
+
+
+def debian_mirror() -> str:
+    """The Debian archive apt on this machine uses (scripts/debian-mirror.sh)."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([str(root / "scripts" / "debian-mirror.sh")], capture_output=True,
+                            text=True, timeout=30)
+    if result.returncode != 0:
+        raise AssertionError(result.stderr.strip())
+    return result.stdout.strip()

@@ -1,10 +1,11 @@
-"""A private rabbitmq-server node for the tests (Redis comes from workqueue.local.LocalRedis)."""
+"""Real broker servers for the tests, one per version: Debian bookworm's on this machine (Redis
+7.0, RabbitMQ 3.10) and Debian trixie's in the root `make setup` builds (Redis 8.0, RabbitMQ
+4.0.5, the version the chart ships), each on free loopback ports."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -13,14 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from workqueue.local import free_port, wait_for_port
+from workqueue.local import LocalRedis, free_port, wait_for_port
 
 BOOT_TIMEOUT = 90.0
 """RabbitMQ boots in ~5 s here; a loaded CI machine gets room."""
-
-
-def _server_binary() -> str | None:
-    return shutil.which("rabbitmq-server", path=os.environ["PATH"] + ":/usr/sbin:/sbin")
+TRIXIE_ROOT = Path(__file__).resolve().parents[1] / ".tools" / "trixie"
+"""Debian trixie, built by `make setup` (scripts/setup.sh) with debootstrap."""
 
 
 def _alive(pid: int) -> bool:
@@ -31,17 +30,72 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def in_root(root: Path | None, argv: list[str]) -> list[str]:
+    """``argv`` run inside ``root`` with /proc mounted there, in a mount namespace of its own
+    so that the mount ends with the process; as it is when ``root`` is None."""
+    if root is None:
+        return argv
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind /proc "$0/proc" && exec chroot "$0" "$@"', str(root), *argv]
+
+
+def inner(root: Path | None, path: Path) -> Path:
+    """``path`` as a process inside ``root`` sees it."""
+    return path if root is None else Path("/") / path.relative_to(root)
+
+
+def _account(root: Path | None, user: str) -> tuple[int, int]:
+    """uid and gid of ``user`` in the root's /etc/passwd (or this machine's)."""
+    passwd = (root or Path("/")) / "etc" / "passwd"
+    for line in passwd.read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return int(fields[2]), int(fields[3])
+    raise FileNotFoundError(f"no user {user} in {passwd}; run `make setup`")
+
+
+def _require(root: Path | None, binary: str) -> str:
+    if root is None:
+        found = shutil.which(binary, path=os.environ["PATH"] + ":/usr/sbin:/sbin")
+        if found is None:
+            raise FileNotFoundError(f"{binary} not found; run `make setup` to install it")
+        return found
+    path = Path("/usr/sbin" if binary == "rabbitmq-server" else "/usr/bin") / binary
+    if not (root / path.relative_to("/")).exists():
+        raise FileNotFoundError(f"{root} has no {binary}; run `make setup` to build it")
+    return str(path)
+
+
+class RootRedis(LocalRedis):
+    """LocalRedis whose server runs inside a Debian root (None: this machine's)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
+        binary = _require(root, "redis-server")
+        workdir = None if root is None else tempfile.mkdtemp(prefix="wq-redis-", dir=root / "tmp")
+        super().__init__(workdir)
+        self.binary = binary
+
+    def server_argv(self, folder: Path) -> list[str]:
+        return in_root(self.root, super().server_argv(inner(self.root, folder)))
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        if self.root is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class RabbitNode:
-    """One rabbitmq-server node with its own name, ports, data dir and a generated password."""
+    """One rabbitmq-server node with its own name, ports, data dir and a generated password,
+    inside a Debian root (None: this machine's)."""
 
     user = "wq"
 
-    def __init__(self, extra_conf: str = "") -> None:
-        binary = _server_binary()
-        if binary is None:
-            raise FileNotFoundError("rabbitmq-server not found; run `make setup` to install it")
-        self.binary = binary
-        self.dir = Path(tempfile.mkdtemp(prefix="wq-rabbit-"))
+    def __init__(self, extra_conf: str = "", root: Path | None = None) -> None:
+        self.root = root
+        self.binary = _require(root, "rabbitmq-server")
+        self.dir = Path(tempfile.mkdtemp(prefix="wq-rabbit-",
+                                         dir=None if root is None else root / "tmp"))
         self.port, self.dist_port = free_port(), free_port()
         self.name = f"wqtest{os.getpid()}{secrets.token_hex(2)}@localhost"
         self.password = secrets.token_hex(12)
@@ -54,25 +108,27 @@ class RabbitNode:
             "loopback_users = none\n" + extra_conf)
         if os.geteuid() == 0:
             # Started as root, rabbitmq-server drops to the rabbitmq user, which must own these.
-            account = pwd.getpwnam("rabbitmq")
+            uid, gid = _account(root, "rabbitmq")
             for path in [self.dir, *self.dir.rglob("*")]:
-                os.chown(path, account.pw_uid, account.pw_gid)
+                os.chown(path, uid, gid)
 
     @property
     def url(self) -> str:
         return f"amqp://{self.user}@127.0.0.1:{self.port}/%2F"
 
     def start(self) -> RabbitNode:
+        here = inner(self.root, self.dir)
         env = {**os.environ, "RABBITMQ_NODENAME": self.name,
                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
                "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port),
-               "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
-               "RABBITMQ_PID_FILE": str(self.pid_file),
-               "RABBITMQ_LOG_BASE": str(self.dir / "log"),
-               "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
-               "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins")}
-        self.process = subprocess.Popen([self.binary], env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+               "RABBITMQ_MNESIA_BASE": str(here / "mnesia"),
+               "RABBITMQ_PID_FILE": str(here / "mnesia" / "node.pid"),
+               "RABBITMQ_LOG_BASE": str(here / "log"),
+               "RABBITMQ_CONFIG_FILE": str(here / "rabbitmq"),
+               "RABBITMQ_ENABLED_PLUGINS_FILE": str(here / "enabled_plugins")}
+        self.process = subprocess.Popen(in_root(self.root, [self.binary]), env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
         wait_for_port(self.process, self.port, BOOT_TIMEOUT,
                       f"rabbitmq-server (logs: {self.dir}/log)")
         return self

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import unique_queue
+from conftest import VERSIONS, unique_queue
 from docker_engine import docker, ensure_base_image, ensure_engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -60,9 +60,10 @@ def test_image_runs_as_its_fixed_non_root_uid(image):
     assert config == f"{UID}:{UID}"
 
 
-@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
-def test_seed_then_two_workers_drain_the_queue(image, kind, server_for, tmp_path_factory):
-    url, password = server_for(kind)
+@pytest.mark.parametrize("broker_version", VERSIONS)
+def test_seed_then_two_workers_drain_the_queue(image, broker_version, server_for,
+                                               tmp_path_factory):
+    url, password = server_for(broker_version.split("-")[0])
     tmp = tmp_path_factory.mktemp(unique_queue())
     for sub in ("secret", "tasks", "results"):
         (tmp / sub).mkdir()

@@ -7,10 +7,11 @@ import os
 import shlex
 import subprocess
 
+import pytest
 import redis
 from chart.render import BROKER, CHART, by_kind_name, load_values, rabbitmq_conf, render_chart
 
-from conftest import WORKQUEUE
+from conftest import VERSIONS, WORKQUEUE, versions_of
 from servers import RabbitNode
 from workqueue import seed
 from workqueue.brokers.rabbitmq import RabbitMQBroker
@@ -60,12 +61,13 @@ def test_a_full_redis_refuses_the_seeder_with_the_fix(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_rabbitmq_boots_and_serves_with_the_charts_settings(tmp_path):
+@pytest.mark.parametrize("version", versions_of("rabbitmq"))
+def test_rabbitmq_boots_and_serves_with_the_charts_settings(tmp_path, version):
     conf = rabbitmq_conf()
     settings = "".join(line + "\n" for line in conf.splitlines()
                        if line.strip() and not line.lstrip().startswith("#")
                        and not line.startswith("log."))
-    node = RabbitNode(extra_conf=settings).start()
+    node = RabbitNode(extra_conf=settings, root=VERSIONS[version]).start()
     try:
         broker = RabbitMQBroker(node.url, "conf", node.password, connect_timeout=30)
         (tmp_path / "t.txt").write_text("a\nb\n")

@@ -71,14 +71,6 @@ def wait_until(check, timeout: float = 60, what: str = "condition") -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def own_redis():
-    """A redis-server of this test's own, which it may wipe or stop."""
-    server = LocalRedis().start()
-    yield server
-    server.cleanup()
-
-
 def restart_empty(server: LocalRedis) -> None:
     """Restart Redis with no data, as a broker pod on an emptyDir comes back."""
     server.stop()

@@ -3,8 +3,11 @@ may come out low while another reader holds receipts, never high, and it ends ex
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 
+from conftest import WORKQUEUE, broker_env
 from workqueue import seed
 from workqueue.brokers.rabbitmq import RabbitMQBroker
 
@@ -47,3 +50,24 @@ def test_concurrent_counts_never_exceed_the_items_done_and_end_exact(rabbitmq_br
     assert rabbitmq_broker.count("done") == 1
     status = rabbitmq_broker.status()
     assert status.drained and (status.done, status.leased) == (60, 0)
+
+
+def test_a_receipt_that_outlived_its_acks_does_not_end_the_run_early(rabbitmq_broker,
+                                                                     server_for, tmp_path):
+    # Given 5 tasks, and a receipt for 5 as a broker crash mid-commit leaves it: the receipt
+    # kept, the acks lost (AMQP transactions are not atomic across queues), so the tasks are
+    # all still waiting while the count says they are done
+    (tmp_path / "tasks.txt").write_text("".join(f"t{i}\n" for i in range(5)))
+    seed(rabbitmq_broker, str(tmp_path / "tasks.txt"))
+    rabbitmq_broker.channel.basic_publish("", rabbitmq_broker.names["done"], '{"done": 5}')
+    # Then a worker with nothing in hand (as when others hold the tasks) does not call it drained
+    idle = rabbitmq_broker.consumer("idle", 1, 60, 3)
+    assert not idle._idle().drained
+    idle.close()
+    # And a worker runs every task before it calls the queue drained
+    env = {**broker_env(rabbitmq_broker, server_for), "WORKQUEUE_BATCH_SIZE": "2"}
+    result = subprocess.run([*WORKQUEUE, "work", "--", "sh", "-c",
+                             'echo "ran $WORKQUEUE_PAYLOAD"'], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == sorted(["ran"] * 5 + [f"t{i}" for i in range(5)])

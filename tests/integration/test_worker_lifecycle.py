@@ -120,3 +120,28 @@ def test_sigterm_lets_the_running_item_finish_within_the_grace_period(broker, se
     assert not (tmp_path / f"started-{tasks[1]}").exists()
     assert attempts_waiting(broker) == {task: 1 for task in tasks[1:]}
     assert broker.status().done == 1
+
+
+@pytest.mark.parametrize("batch", ["1", "10"])
+def test_a_graceful_stop_costs_no_attempt_of_a_task_that_never_started(broker, server_for,
+                                                                      tmp_path, batch):
+    """On RabbitMQ 4, every delivery the server gets back counts as a run (x-delivery-count),
+    and pika's basic_cancel hands back what is still in flight; with max attempts 1, one such
+    task would be dead-lettered although it never ran. Three stops at different moments."""
+    env = {**broker_env(broker, server_for), "WORKQUEUE_MAX_ATTEMPTS": "1"}
+    write_tasks(tmp_path / "t.txt", 30)
+    seed(broker, str(tmp_path / "t.txt"))
+    for delay in (2.1, 2.5, 2.9):
+        # Given a worker part-way through its batch of one-second tasks
+        proc = subprocess.Popen([*WORKQUEUE, "work", "--batch-size", batch, "--", "sleep", "1"],
+                                env={**os.environ, **env}, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        # When it is stopped gracefully
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143
+    # Then a second worker finishes the queue, and nothing was dead-lettered
+    finish = subprocess.run([*WORKQUEUE, "work", "--batch-size", batch, "--", "true"],
+                            env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert finish.returncode == 0, finish.stderr
+    status = broker.status()
+    assert (status.done, status.dead) == (30, 0), broker.dead_items(5)

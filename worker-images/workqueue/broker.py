@@ -128,6 +128,11 @@ class Consumer(ABC):
         the worker's supervisor thread, never at the same time as another call."""
 
     @abstractmethod
+    def stop(self) -> None:
+        """Take no more items: called before the last settle at shutdown. Items already
+        leased stay this consumer's to settle or give back."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection; unsettled items return to the queue."""
 

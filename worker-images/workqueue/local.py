@@ -79,17 +79,18 @@ class LocalRedis:
 
     def start(self) -> LocalRedis:
         """Start the server and wait until it answers."""
-        conf = self.dir / "redis.conf"
         # The password goes in a file, not on the command line where `ps` would show it.
-        conf.write_text(f"requirepass {self.password}\n")
-        self.process = subprocess.Popen(
-            [self.binary, str(conf), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir), "--appendonly", "yes", "--save", "",
-             "--protected-mode", "yes", "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        (self.dir / "redis.conf").write_text(f"requirepass {self.password}\n")
+        self.process = subprocess.Popen(self.server_argv(self.dir), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
         wait_for_port(self.process, self.port, 20, f"redis-server (log: {self.dir}/redis.log)")
         return self
+
+    def server_argv(self, folder: Path) -> list[str]:
+        """The server's command line, its files in ``folder`` as the server sees it."""
+        return [self.binary, str(folder / "redis.conf"), "--port", str(self.port),
+                "--bind", "127.0.0.1", "--dir", str(folder), "--appendonly", "yes",
+                "--save", "", "--protected-mode", "yes", "--logfile", str(folder / "redis.log")]
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, so AOF is flushed) and wait for it."""

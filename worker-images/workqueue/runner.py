@@ -131,6 +131,8 @@ class Runner:
             return EXIT_STOPPED
         finally:
             supervisor.finish()
+            # Stop the deliveries before the last settle: an ack would open room for one more.
+            consumer.stop()
             self._ack(consumer, done)
             consumer.close()
 
@@ -175,7 +177,9 @@ class Runner:
                 if not done:
                     first_done = time.monotonic()
                 done.append(delivery)
-                if time.monotonic() - first_done >= ACK_FLUSH_SECONDS:
+                # Once stopping, successes wait for the consumer to stop (see run()).
+                if (time.monotonic() - first_done >= ACK_FLUSH_SECONDS
+                        and not self._stop.is_set()):
                     self._ack(consumer, done)
                     done = []
         if index < len(deliveries):

@@ -461,7 +461,10 @@ class _RabbitConsumer(Consumer):
                                                  self.run_id))
             self.total = marker["total"]
         resolved = self.broker.done_count() + self.broker.count("dead")
-        return Fetch(drained=resolved >= self.total)
+        # A transaction is not atomic across queues: a broker that crashes mid-commit can keep
+        # a receipt and lose its acks, so those items run again and are counted twice. The
+        # count alone could then reach the total early; nothing may be waiting either.
+        return Fetch(drained=resolved >= self.total and self.broker.count("tasks") == 0)
 
     def ack(self, delivery: Delivery) -> Outcome:
         return self.ack_many([delivery])[0]
@@ -544,14 +547,31 @@ class _RabbitConsumer(Consumer):
         except _RECOVERABLE as exc:
             self._reconnect(exc)
 
+    def stop(self) -> None:
+        """End the subscription without handing a delivery back to the server.
+
+        pika's basic_cancel rejects the deliveries still in flight, and RabbitMQ 4 counts each
+        rejection as a run (x-delivery-count), so an item that never started would lose an
+        attempt. So the prefetch window first shrinks to what this consumer holds: while it
+        settles nothing, the server sends nothing more, and what it sent before the qos-ok
+        lands in the buffer (given back by close, attempt unchanged). Only then the cancel."""
+        if self.tag is None:
+            return
+        try:
+            self.channel.basic_qos(prefetch_count=max(1, len(self.unacked)))
+            self.connection.process_data_events(time_limit=0)
+            self.channel.basic_cancel(self.tag)
+            self.tag = None
+        except _RECOVERABLE:
+            log.debug("connection already closed; unsettled items return to the queue")
+
     def close(self) -> None:
         """Stop consuming, give back what was prefetched or released but never run, and
         disconnect."""
         try:
             if self.connection.is_open:
+                self.stop()
                 self.connection.process_data_events(time_limit=0)
-                if self.tag is not None:
-                    self.channel.basic_cancel(self.tag)
                 unstarted = [*self.returned,
                              *(d for raw in self.buffer if (d := self._decode(raw)) is not None)]
                 self.returned.clear()

@@ -277,5 +277,8 @@ class _RedisConsumer(Consumer):
             for item in lost:
                 log.warning("lease on item %s was lost; another worker may run it too", item)
 
+    def stop(self) -> None:
+        """Nothing to do: items are leased only when fetched."""
+
     def close(self) -> None:
         """The broker owns the connection; leases left behind expire on their own."""
