@@ -44,14 +44,11 @@ def run_worker(func: Callable[[Item], object], broker: Broker | None = None,
     """
     own = broker is None
     if broker is None or config is None:
-        from .cli import worker_settings
+        from .cli import EnvSettings
 
-        env_broker, env_config = worker_settings()
-        if broker is None:
-            broker = env_broker
-        else:
-            env_broker.close()
-        config = config or env_config
+        settings = EnvSettings()
+        config = config or settings.config()
+        broker = broker or settings.broker()
     runner = Runner(broker, FunctionHandler(func), config)
     # Outside the main thread signal() raises ValueError; the caller then handles shutdown.
     with contextlib.suppress(ValueError):

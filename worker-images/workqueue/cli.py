@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from . import defaults
 from .broker import Broker, Status
 from .brokers import connect, password_from_env
+from .brokers.outage import reason
 from .errors import (
     EXIT_BROKER_UNREACHABLE,
     EXIT_CONFIG,
@@ -243,14 +244,21 @@ def cmd_work(args: argparse.Namespace) -> int:
         broker.close()
 
 
-def worker_settings() -> tuple[Broker, WorkerConfig]:
+class EnvSettings:
     """The broker and worker settings from WORKQUEUE_* alone, checked as `workqueue work`
-    checks them (the Python API's run_worker uses this)."""
-    parser = argparse.ArgumentParser(prog="workqueue")
-    _connection_args(parser)
-    _worker_args(parser)
-    args = parser.parse_args([])
-    return _open(args), _worker_config(args)
+    checks them (the Python API's run_worker uses these)."""
+
+    def __init__(self) -> None:
+        parser = argparse.ArgumentParser(prog="workqueue")
+        _connection_args(parser)
+        _worker_args(parser)
+        self.args = parser.parse_args([])
+
+    def broker(self) -> Broker:
+        return _open(self.args)
+
+    def config(self) -> WorkerConfig:
+        return _worker_config(self.args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -350,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # line, and a retry by the Job (exit 1), or FailJob when the broker stays away (5).
         unreachable = isinstance(exc, _connection_errors())
         what = "lost the broker" if unreachable else "broker error"
-        print(f"workqueue: error: {what}: {type(exc).__name__}: {_first_line(exc)}",
+        print(f"workqueue: error: {what}: {type(exc).__name__}: {reason(exc)}",
               file=sys.stderr)
         return EXIT_BROKER_UNREACHABLE if unreachable else EXIT_ERROR
 
@@ -368,8 +376,3 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 
     return (redis.ConnectionError, redis.TimeoutError, pika.exceptions.AMQPConnectionError,
             ConnectionError, TimeoutError)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or "no details"
-    return text.splitlines()[0][:200]

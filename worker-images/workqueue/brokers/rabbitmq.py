@@ -43,7 +43,7 @@ from ..errors import (
     other_run_message,
 )
 from ..message import Item, MalformedItem, decode, encode, item_id
-from .connect import retry_until
+from .outage import retry_until
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

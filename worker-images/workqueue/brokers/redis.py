@@ -27,7 +27,7 @@ from ..errors import (
     other_run_message,
 )
 from ..message import Item, item_id
-from .connect import Outage, retry_until
+from .outage import Outage, retry_until
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
