@@ -174,5 +174,11 @@ class Broker(ABC):
         """Delete every key or queue of this queue name."""
 
     @abstractmethod
+    def replace_previous(self, family: str) -> str | None:
+        """Record this queue as the current one of ``family`` (a release's queues, one per
+        run), first deleting the queue that was current before, if it was another. Returns
+        the name of the queue replaced, if any."""
+
+    @abstractmethod
     def close(self) -> None:
         """Close connections."""

@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail unless the source holds exactly this many tasks")
     p.add_argument("--batch-size", type=positive_int, default=defaults.SEED_BATCH_SIZE,
                    help="tasks per atomic write (default %(default)s)")
+    p.add_argument("--supersede", default=_env("SUPERSEDE"), metavar="FAMILY",
+                   help="the queue (named FAMILY.RUN) replaces the family's previous queue, "
+                        "whose state is deleted once the task list has been read; the chart "
+                        "passes its release's family (env WORKQUEUE_SUPERSEDE)")
 
     p = sub.add_parser("work", help="lease and run items until the queue is drained")
     _connection_args(p)
@@ -224,7 +228,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
         raise ConfigError("no tasks given: pass --tasks FILE or set WORKQUEUE_TASKS")
     broker = _open(args)
     try:
-        seed(broker, args.tasks, args.format, args.batch_size, args.expect_count, args.run_id)
+        seed(broker, args.tasks, args.format, args.batch_size, args.expect_count, args.run_id,
+             args.supersede)
     finally:
         broker.close()
     return 0

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from .broker import Broker, SeedState
 from .defaults import SEED_BATCH_MAX_CHARS, SEED_BATCH_SIZE
-from .errors import SeedConflict, TaskSourceError, other_run_message
+from .errors import ConfigError, SeedConflict, TaskSourceError, other_run_message
 from .progress import plural
 from .taskfile import iter_tasks, resolve_format, scan_tasks
 
@@ -36,24 +36,30 @@ class SeedReport:
 
 
 def seed(broker: Broker, source: str, fmt: str = "auto", batch_size: int = SEED_BATCH_SIZE,
-         expect_count: int | None = None, run_id: str | None = None) -> SeedReport:
+         expect_count: int | None = None, run_id: str | None = None,
+         supersede: str | None = None) -> SeedReport:
     """Seed ``source`` into ``broker``'s queue for run ``run_id``. Safe to re-run after a crash
     or an upgrade. ``-`` reads stdin, spooled to a temporary file: seeding reads its source
-    twice (to count and fingerprint it, then to write it)."""
+    twice (to count and fingerprint it, then to write it). With ``supersede`` (the release's
+    queue family), the family's previous queue is deleted once the source has been read
+    without error."""
+    if supersede is not None and not broker.queue.startswith(f"{supersede}."):
+        raise ConfigError(f"queue {broker.queue!r} is not one of family {supersede!r}: a "
+                          f"superseding queue is named {supersede}.RUN")
     if source != "-":
-        return _seed(broker, source, fmt, batch_size, expect_count, run_id)
+        return _seed(broker, source, fmt, batch_size, expect_count, run_id, supersede)
     with tempfile.NamedTemporaryFile(prefix="workqueue-stdin-") as spool:
         shutil.copyfileobj(sys.stdin.buffer, spool)
         spool.flush()
         try:
             return _seed(broker, spool.name, resolve_format("-", fmt), batch_size,
-                         expect_count, run_id)
+                         expect_count, run_id, supersede)
         except TaskSourceError as exc:
             raise TaskSourceError(str(exc).replace(spool.name, "<stdin>")) from None
 
 
 def _seed(broker: Broker, source: str, fmt: str, batch_size: int, expect_count: int | None,
-          run_id: str | None) -> SeedReport:
+          run_id: str | None, supersede: str | None) -> SeedReport:
     scan = scan_tasks(source, fmt)
     if expect_count is not None and expect_count != scan.count:
         raise TaskSourceError(
@@ -61,6 +67,11 @@ def _seed(broker: Broker, source: str, fmt: str, batch_size: int, expect_count: 
             "tasksFrom ConfigMap (kubectl apply --server-side -f NAME-tasks.yaml), and "
             "regenerate the values and the ConfigMaps together"
         )
+    if supersede is not None:
+        replaced = broker.replace_previous(supersede)
+        if replaced:
+            log.info("this run replaces the one in queue %r, whose state is now deleted",
+                     replaced)
     state = broker.seed_state()
     if run_id and state.run not in (None, run_id):
         raise SeedConflict(other_run_message(broker.queue, state.run, run_id))

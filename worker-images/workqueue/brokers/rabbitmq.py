@@ -67,8 +67,7 @@ class RabbitMQBroker(Broker):
                  connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
                  outage_seconds: float = OUTAGE_SECONDS, heartbeat_seconds: int = 30) -> None:
         self.queue = queue
-        self.names = {role: f"wq.{queue}.{role}"
-                      for role in ("tasks", "done", "dead", "retries", "seed", "seeded")}
+        self.names = _queue_names(queue)
         self.params = _parameters(url, password, heartbeat_seconds, connect_timeout)
         self.server = f"rabbitmq at {self.params.host}:{self.params.port}"
         self.outage_seconds = outage_seconds
@@ -283,9 +282,36 @@ class RabbitMQBroker(Broker):
 
         self._on_channel(action)
 
+    def replace_previous(self, family: str) -> str | None:
+        pointer = f"wq.{family}.current"
+        self.channel.queue_declare(pointer, durable=True)
+        channel = self._seeding_channel()
+        method, _props, body = channel.basic_get(pointer)
+        previous = body.decode() if method else None
+        if previous == self.queue:
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            channel.tx_commit()
+            return None
+        if previous:
+            # Deleting the queues cancels the previous run's consumers: its workers stop with
+            # "lost its state" rather than settle anything into this run.
+            for name in _queue_names(previous).values():
+                self.channel.queue_delete(name)
+        channel.basic_publish("", pointer, self.queue.encode(),
+                              pika.BasicProperties(delivery_mode=PERSISTENT))
+        if method is not None:
+            channel.basic_ack(method.delivery_tag)
+        channel.tx_commit()
+        return previous
+
     def close(self) -> None:
         if self.connection.is_open:
             self.connection.close()
+
+
+def _queue_names(queue: str) -> dict[str, str]:
+    return {role: f"wq.{queue}.{role}"
+            for role in ("tasks", "done", "dead", "retries", "seed", "seeded")}
 
 
 def _dead_item(props: pika.BasicProperties, body: bytes) -> DeadItem:

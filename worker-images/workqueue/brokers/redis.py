@@ -38,6 +38,10 @@ _SCRIPTS = ("enqueue", "fetch", "ack", "nack", "release", "extend")
 _KEY_NAMES = ("state", "pending", "leases", "owners", "attempts", "items", "errors", "done", "dead")
 
 
+def _queue_keys(queue: str) -> list[str]:
+    return [f"wq:{{{queue}}}:{name}" for name in _KEY_NAMES]
+
+
 def _server_name(url: str) -> str:
     parts = urlsplit(url)
     return f"redis at {parts.hostname}:{parts.port or 6379}"
@@ -62,7 +66,7 @@ class RedisBroker(Broker):
             retry=Retry(NoBackoff(), 0),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
-        self.keys = [f"wq:{{{queue}}}:{name}" for name in _KEY_NAMES]
+        self.keys = _queue_keys(queue)
         self._key = dict(zip(_KEY_NAMES, self.keys, strict=True))
         self._scripts = {
             name: self.client.register_script(_PRELUDE + (_LUA / f"{name}.lua").read_text())
@@ -212,6 +216,18 @@ class RedisBroker(Broker):
 
     def purge(self) -> None:
         self.call(lambda: self.client.delete(*self.keys))
+
+    def replace_previous(self, family: str) -> str | None:
+        # Delete before recording: a seeder killed in between finds the same pointer again
+        # and deletes nothing twice, so no run's state is ever left unrecorded.
+        pointer = f"wq:{{{family}}}:current"
+        previous = self.call(lambda: self.client.get(pointer))
+        if previous == self.queue:
+            return None
+        if previous:
+            self.call(lambda: self.client.delete(*_queue_keys(previous)))
+        self.call(lambda: self.client.set(pointer, self.queue))
+        return previous
 
     def close(self) -> None:
         self.client.close()
