@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -43,7 +44,14 @@ def render_chart(values: dict | None = None, helm_name: str = "helm4", name: str
 
 
 def by_kind_name(objects: list[dict]) -> dict[tuple[str, str], dict]:
-    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    """Objects by (kind, name); a Job by its name without the digest of its fixed spec
+    (workqueue-job.jobName), so tests can name it before they know its spec."""
+    return {(o["kind"], job_base_name(o)): o for o in objects}
+
+
+def job_base_name(obj: dict) -> str:
+    name = obj["metadata"]["name"]
+    return re.sub(r"-[0-9a-f]{8}$", "", name) if obj["kind"] == "Job" else name
 
 
 def pod_specs(objects: list[dict]) -> Iterator[tuple[dict, dict]]:

@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import latest_version
 
-from render import CHART, CI_VALUES, helm, render_chart
+from render import CHART, CI_VALUES, helm, job_base_name, render_chart
 
 # The chart's kubeVersion is >=1.29: its two oldest releases, and the newest the validator knows.
 KUBE_VERSIONS = ("1.29.0", "1.30.0", latest_version())
@@ -32,7 +32,7 @@ def test_ci_values_lint_render_and_validate(helm_name, values_file):
     lint = helm(helm_name, "lint", "--strict", str(CHART), "-f", str(values_file))
     assert lint.returncode == 0, lint.stdout + lint.stderr
     objects = render_chart(helm_name=helm_name, files=[values_file])
-    assert sorted(o["metadata"]["name"] for o in objects if o["kind"] == "Job") == [
+    assert sorted(job_base_name(o) for o in objects if o["kind"] == "Job") == [
         "demo-workqueue-job-seeder", "demo-workqueue-job-worker"]
     _validate(objects)
 

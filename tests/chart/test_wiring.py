@@ -194,10 +194,13 @@ def test_helm_test_pod_is_deleted_whatever_its_outcome():
 
 
 def test_broker_claim_is_deleted_with_the_release():
+    # A claim of the release's own, not a volumeClaimTemplate: `helm uninstall` deletes it
     values = {"broker": {"persistence": {"enabled": True, "size": "2Gi"}}}
-    broker = by_kind_name(render_chart(values))[("StatefulSet", "demo-workqueue-job-broker")]
-    assert broker["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
-    claim = broker["spec"]["volumeClaimTemplates"][0]
+    objects = render_chart(values)
+    broker = by_kind_name(objects)[("StatefulSet", "demo-workqueue-job-broker")]
+    [claim] = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert "helm.sh/resource-policy" not in claim["metadata"].get("annotations", {})
     assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert "volumeClaimTemplates" not in broker["spec"]
     mounts = broker["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "data", "mountPath": "/data"} in mounts

@@ -69,17 +69,26 @@ class Cluster:
         flags += [f"--kube-context={self.context}"] if self.context else []
         return sh(HELM, *args, *flags, timeout=timeout, check=check)
 
-    def wait_for_job(self, namespace: str, name: str, timeout: float = JOB_TIMEOUT) -> str:
+    def wait_for_job(self, namespace: str, component: str = "worker",
+                     timeout: float = JOB_TIMEOUT) -> str:
+        """The final state of the release's Job of ``component``. Its name ends in a digest of
+        its spec, so it is found by its labels; one that Helm is deleting is not it."""
         from kubernetes import watch
 
         deadline = time.monotonic() + timeout
         last = ""
+        name = f"{component} Job"
         while time.monotonic() < deadline:
             stream = watch.Watch().stream(
-                self.batch.list_namespaced_job, namespace, field_selector=f"metadata.name={name}",
+                self.batch.list_namespaced_job, namespace,
+                label_selector=f"app.kubernetes.io/instance=e2e,app.kubernetes.io/component={component}",
                 timeout_seconds=max(1, int(min(60, deadline - time.monotonic()))))
             for event in stream:
-                status = event["object"].to_dict()["status"]
+                job = event["object"].to_dict()
+                if event["type"] == "DELETED" or job["metadata"].get("deletion_timestamp"):
+                    continue
+                name = job["metadata"]["name"]
+                status = job["status"]
                 line = job_progress(status)
                 if line != last:
                     progress(f"{namespace}/{name}: {line}")
@@ -187,7 +196,7 @@ def finish(kube: Cluster, namespace: str) -> None:
 def test_job_runs_every_task(cluster, broker, mode):
     namespace = f"wq-e2e-{broker}-{mode}"
     install(cluster, namespace, broker, mode, "sh -c 'echo \"done: $WORKQUEUE_PAYLOAD\"'")
-    state = cluster.wait_for_job(namespace, "e2e-workqueue-job-worker")
+    state = cluster.wait_for_job(namespace)
     logs = cluster.worker_logs(namespace)
     assert state == "complete", logs[-3000:]
     assert not missing_tasks(TASKS, logs), f"not in the logs: {missing_tasks(TASKS, logs)}"
@@ -214,5 +223,5 @@ def test_deleted_worker_pod_loses_nothing(cluster):
     assert victim, "no worker started working"
     progress(f"deleting worker pod {victim} mid-run")
     cluster.core.delete_namespaced_pod(victim, namespace)
-    assert cluster.wait_for_job(namespace, "e2e-workqueue-job-worker") == "complete"
+    assert cluster.wait_for_job(namespace) == "complete"
     finish(cluster, namespace)

@@ -135,24 +135,53 @@ app.kubernetes.io/managed-by: {{ .context.Release.Service }}
 {{- end }}
 
 {{/*
-Queue name shared by the seeder and the workers: one queue per release and namespace, so two
-releases of one name in two namespaces never share a queue on a shared broker.
+The release's queue family: one per release and namespace, so two releases of one name in two
+namespaces never share a queue on a shared broker.
 */}}
-{{- define "workqueue-job.queue" -}}
+{{- define "workqueue-job.queueFamily" -}}
 {{- printf "%s.%s" .Release.Namespace (include "workqueue-job.fullname" .) }}
 {{- end }}
 
 {{/*
+The run's queue, shared by the seeder, the workers and the helm test: one per run, so a changed
+task list never mixes with the old one's state. The seeder deletes the family's previous queue.
+*/}}
+{{- define "workqueue-job.queue" -}}
+{{- printf "%s.%s" (include "workqueue-job.queueFamily" .) (include "workqueue-job.runId" .) }}
+{{- end }}
+
+{{/*
 The run's identity: a digest of the task list as the values give it (the inline tasks, or the
-tasksFrom ConfigMaps with their count and checksum). The seeder records it; workers and the
-helm test refuse a queue that holds another run, instead of reporting that run's results.
+tasksFrom ConfigMaps with their count and checksum) and of `rerun`. The seeder records it;
+workers and the helm test refuse a queue that holds another run, instead of reporting that
+run's results.
 */}}
 {{- define "workqueue-job.runId" -}}
 {{- $source := dict "tasks" .Values.tasks }}
 {{- if .Values.tasksFrom.configMaps }}
 {{- $source = dict "configMaps" .Values.tasksFrom.configMaps "count" .Values.tasksFrom.count "checksum" .Values.tasksFrom.checksum }}
 {{- end }}
+{{- if .Values.rerun }}
+{{- $_ := set $source "rerun" .Values.rerun }}
+{{- end }}
 {{- toJson $source | sha256sum | trunc 16 }}
+{{- end }}
+
+{{/*
+A Job's name, given (dict "context" . "component" NAME "fixedSpec" TEXT): the component's name
+and a digest of the Job's fields that the API server never lets change (its pod template,
+completions, podFailurePolicy), read as data so that comments do not count. A change to any of
+them makes a new Job, which Helm creates while it deletes the old one, instead of an upgrade
+failing with "field is immutable".
+*/}}
+{{- define "workqueue-job.jobName" -}}
+{{- printf "%s-%s" (include "workqueue-job.componentName" (dict "context" .context "component" .component)) (.fixedSpec | fromYaml | toJson | sha256sum | trunc 8) }}
+{{- end }}
+{{- define "workqueue-job.worker.jobName" -}}
+{{- include "workqueue-job.jobName" (dict "context" . "component" "worker" "fixedSpec" (include "workqueue-job.worker.fixedSpec" .)) }}
+{{- end }}
+{{- define "workqueue-job.seeder.jobName" -}}
+{{- include "workqueue-job.jobName" (dict "context" . "component" "seeder" "fixedSpec" (include "workqueue-job.seeder.fixedSpec" .)) }}
 {{- end }}
 
 {{/*
@@ -224,25 +253,22 @@ capabilities:
 {{/* UID of the runtime image's user (see worker-images/Dockerfile). */}}
 {{- define "workqueue-job.runtimeUid" -}}10001{{- end }}
 
-{{/* The broker's data claim when persistence is on (a StatefulSet volumeClaimTemplate). */}}
-{{- define "workqueue-job.broker.volumeClaim" -}}
-{{- if .Values.broker.persistence.enabled }}
-# The claim goes with the release: `helm uninstall` leaves nothing behind.
-persistentVolumeClaimRetentionPolicy:
-  whenDeleted: Delete
-  whenScaled: Retain
-volumeClaimTemplates:
-  - metadata:
-      name: data
-    spec:
-      accessModes: [ReadWriteOnce]
-      {{- with .Values.broker.persistence.storageClass }}
-      storageClassName: {{ . }}
-      {{- end }}
-      resources:
-        requests:
-          storage: {{ .Values.broker.persistence.size }}
+{{/*
+The broker's data claim: a claim of its own rather than a StatefulSet volumeClaimTemplate, which
+the API server never lets change. Its name carries a digest of its spec, which is just as
+immutable: a new size or StorageClass makes a new claim, and the broker starts on it empty.
+*/}}
+{{- define "workqueue-job.broker.claimSpec" -}}
+accessModes: [ReadWriteOnce]
+{{- with .Values.broker.persistence.storageClass }}
+storageClassName: {{ . }}
 {{- end }}
+resources:
+  requests:
+    storage: {{ .Values.broker.persistence.size }}
+{{- end }}
+{{- define "workqueue-job.broker.claimName" -}}
+{{- printf "%s-data-%s" (include "workqueue-job.fullname" .) (include "workqueue-job.broker.claimSpec" . | fromYaml | toJson | sha256sum | trunc 8) }}
 {{- end }}
 
 {{/* Labels that let a pod through the broker's NetworkPolicy. */}}

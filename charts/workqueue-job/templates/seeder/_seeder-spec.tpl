@@ -1,0 +1,84 @@
+{{/*
+The seeder Job's fields that the API server never lets change (podFailurePolicy, the pod
+template): their digest names the Job (workqueue-job.jobName). A new run, image or setting
+makes a new seeder; the same ones keep the finished seeder, so nothing is seeded twice.
+*/}}
+{{- define "workqueue-job.seeder.fixedSpec" -}}
+# Exit codes as in the README's table. A list that cannot be seeded (4: a bad line, a count
+# mismatch, a missing tasksFrom ConfigMap, another list in the queue, a full broker), bad
+# settings (2) or a broker away past brokerOutageSeconds (5) fail the Job at once; anything
+# else is retried, and seeding resumes where it stopped.
+podFailurePolicy:
+  rules:
+    - action: FailJob
+      onExitCodes:
+        containerName: seeder
+        operator: In
+        values: [2, 4, 5]
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
+          status: "True"
+template:
+  metadata:
+    labels:
+      {{- include "workqueue-job.podLabels" (dict "context" . "component" "seeder") | nindent 6 }}
+      {{- include "workqueue-job.brokerClientLabel" . | nindent 6 }}
+      {{- with .Values.podLabels }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- with .Values.podAnnotations }}
+    annotations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+  spec:
+    restartPolicy: Never
+    serviceAccountName: {{ include "workqueue-job.seeder.fullname" . }}
+    automountServiceAccountToken: false
+    {{- include "workqueue-job.podCommon" (dict "context" . "own" (dict)) | nindent 4 }}
+    securityContext:
+      {{- include "workqueue-job.podSecurityContext" . | nindent 6 }}
+      fsGroup: {{ include "workqueue-job.runtimeUid" . }}
+    containers:
+      - name: seeder
+        image: {{ include "workqueue-job.image" . }}
+        imagePullPolicy: {{ .Values.image.pullPolicy }}
+        command: ["workqueue", "seed"]
+        args: ["--tasks", "/tasks", "--batch-size", "{{ .Values.seeder.batchSize }}",
+               "--supersede", {{ include "workqueue-job.queueFamily" . | quote }}]
+        env:
+          {{- include "workqueue-job.brokerEnv" . | nindent 10 }}
+          - name: WORKQUEUE_EXPECT_COUNT
+            value: {{ include "workqueue-job.taskCount" . | quote }}
+          - {name: WORKQUEUE_CONNECT_TIMEOUT, value: {{ .Values.worker.brokerOutageSeconds | quote }}}
+          - {name: WORKQUEUE_OUTAGE_SECONDS, value: {{ .Values.worker.brokerOutageSeconds | quote }}}
+        resources:
+          {{- toYaml .Values.seeder.resources | nindent 10 }}
+        securityContext:
+          {{- include "workqueue-job.containerSecurityContext" (dict "uid" (include "workqueue-job.runtimeUid" .)) | nindent 10 }}
+        volumeMounts:
+          - {name: tasks, mountPath: /tasks, readOnly: true}
+          {{- include "workqueue-job.brokerAuthMount" . | nindent 10 }}
+    volumes:
+      {{- include "workqueue-job.brokerAuthVolume" . | nindent 6 }}
+      - name: tasks
+        projected:
+          sources:
+            {{- if .Values.tasksFrom.configMaps }}
+            {{- range $index, $name := .Values.tasksFrom.configMaps }}
+            - configMap:
+                name: {{ $name }}
+                # Optional, so a ConfigMap that was never applied leaves a chunk missing, which
+                # the seeder reports (a count mismatch, exit 4), instead of the pod waiting
+                # forever in ContainerCreating for a volume it cannot mount.
+                optional: true
+                items:
+                  - {key: tasks.jsonl, path: {{ printf "%05d.jsonl" $index }}}
+            {{- end }}
+            {{- else }}
+            - configMap:
+                name: {{ include "workqueue-job.seeder.fullname" . }}-tasks
+                items:
+                  - {key: tasks.jsonl, path: 00000.jsonl}
+            {{- end }}
+{{- end }}
