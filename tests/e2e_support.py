@@ -35,14 +35,66 @@ def missing_tools(env: Mapping[str, str], docker_problem: str | None) -> str | N
 
 def job_state(status: Mapping | None) -> str:
     """complete, failed or running, from a Job's status (as a dict)."""
+    return job_verdict(status)[0]
+
+
+def job_verdict(status: Mapping | None) -> tuple[str, str]:
+    """(complete|failed|running, why) from a Job's status (as a dict). Since Kubernetes 1.31
+    the controller sets FailureTarget or SuccessCriteriaMet first and Failed or Complete once
+    the pods are gone (KEP-4368), so either of each pair is the verdict. ``why`` is the
+    condition's reason and message: for a podFailurePolicy FailJob rule, "PodFailurePolicy:
+    Container worker for pod ... failed with exit code 6 matching FailJob rule at index 0"."""
     for condition in (status or {}).get("conditions") or []:
         if condition.get("status") != "True":
             continue
+        why = f"{condition.get('reason') or ''}: {condition.get('message') or ''}".strip(": ")
         if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return "complete"
+            return "complete", why
         if condition.get("type") in ("Failed", "FailureTarget"):
-            return "failed"
-    return "running"
+            return "failed", why
+    return "running", ""
+
+
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+
+
+def image_pull_problem(pods: Iterable[Mapping]) -> str | None:
+    """One line naming a pod that cannot get its image (pods as dicts, as the API returns
+    them), or None. Such a pod waits forever, so the case should end at once."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for container in [*(status.get("init_container_statuses") or []),
+                          *(status.get("container_statuses") or [])]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in IMAGE_PULL_REASONS:
+                return (f"pod {pod['metadata']['name']} cannot get image {container.get('image')}"
+                        f" ({waiting['reason']}: {waiting.get('message') or 'no message'}): "
+                        "load it onto the nodes or push it and set E2E_IMAGE")
+    return None
+
+
+IMAGE_LOADERS = {
+    "kind-": lambda name, image: ["kind", "load", "docker-image", image, "--name", name],
+    "k3d-": lambda name, image: ["k3d", "image", "import", image, "--cluster", name],
+    "minikube": lambda name, image: ["minikube", "image", "load", image, "--profile", name],
+}
+
+
+def image_loader(context: str, image: str) -> list[str] | None:
+    """The command that puts a locally built image onto the nodes of the cluster behind
+    ``context`` (kind, k3d and minikube name their contexts predictably), or None."""
+    for prefix, command in IMAGE_LOADERS.items():
+        if context.startswith(prefix):
+            return command(context.removeprefix(prefix) or context, image)
+    return None
+
+
+def no_way_to_the_nodes(context: str) -> str:
+    """The one line for an existing cluster that is not kind, k3d or minikube, without
+    E2E_IMAGE: a locally built image would never reach its nodes."""
+    return (f"e2e: cannot get a locally built image onto the nodes of context {context!r}: "
+            "push the image to a registry the cluster can pull from (make images; docker tag; "
+            "docker push) and set E2E_IMAGE=registry/workqueue-job:tag")
 
 
 def job_progress(status: Mapping | None) -> str:
@@ -57,11 +109,16 @@ def missing_tasks(tasks: Iterable[str], logs: str, marker: str = "done: ") -> li
     return [task for task in tasks if task not in done]
 
 
-def leftovers(found: Mapping[str, Iterable[str]]) -> list[str]:
-    """"kind/name" of everything left, ignoring what Kubernetes itself puts in a namespace."""
-    ignored = {("configmaps", "kube-root-ca.crt"), ("serviceaccounts", "default")}
-    return sorted(f"{kind}/{name}" for kind, names in found.items() for name in names
-                  if (kind, name) not in ignored)
+def leftovers(found: Mapping[str, Iterable[tuple[str, Mapping[str, str] | None]]],
+              release: str) -> list[str]:
+    """"kind/name" of what the release left behind: objects labelled with its instance, or
+    named after it (its pods carry its labels too). What the cluster itself adds to every
+    namespace (kube-root-ca.crt, OpenShift's openshift-service-ca.crt, a default
+    ServiceAccount) is neither, so it never counts."""
+    return sorted(f"{kind}/{name}" for kind, objects in found.items()
+                  for name, labels in objects
+                  if (labels or {}).get("app.kubernetes.io/instance") == release
+                  or name.startswith(f"{release}-"))
 
 
 DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",

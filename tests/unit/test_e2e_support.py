@@ -6,10 +6,14 @@ import pytest
 
 from e2e_support import (
     has_default_storage_class,
+    image_loader,
+    image_pull_problem,
     job_state,
+    job_verdict,
     leftovers,
     missing_tasks,
     missing_tools,
+    no_way_to_the_nodes,
 )
 
 
@@ -51,10 +55,69 @@ def test_missing_tasks_reads_worker_logs():
     assert missing_tasks(["a", "b", "c", "done"], logs) == ["c", "done"]
 
 
-def test_leftovers_ignore_what_kubernetes_creates():
-    found = {"configmaps": ["kube-root-ca.crt", "e2e-workqueue-job-seeder-tasks"],
-             "serviceaccounts": ["default"], "pods": []}
-    assert leftovers(found) == ["configmaps/e2e-workqueue-job-seeder-tasks"]
+def test_leftovers_are_the_release_s_objects_only():
+    found = {
+        "configmaps": [("kube-root-ca.crt", None), ("openshift-service-ca.crt", {}),
+                       ("e2e-workqueue-job-seeder-tasks",
+                        {"app.kubernetes.io/instance": "e2e"})],
+        "serviceaccounts": [("default", None), ("pipeline", {"app": "openshift"})],
+        "pods": [("e2e-workqueue-job-worker-1a2b3c4d-x7k2p", None)],
+        "secrets": [("other-release-broker", {"app.kubernetes.io/instance": "other"})],
+    }
+    assert leftovers(found, "e2e") == ["configmaps/e2e-workqueue-job-seeder-tasks",
+                                       "pods/e2e-workqueue-job-worker-1a2b3c4d-x7k2p"]
+
+
+def test_job_verdict_gives_the_podfailurepolicy_reason():
+    message = ("Container worker for pod ns/w-1 failed with exit code 6 matching FailJob rule "
+               "at index 0")
+    failing = {"conditions": [
+        {"type": "FailureTarget", "status": "True", "reason": "PodFailurePolicy",
+         "message": message}]}
+    assert job_verdict(failing) == ("failed", f"PodFailurePolicy: {message}")
+    done = {"conditions": [{"type": "SuccessCriteriaMet", "status": "True",
+                            "reason": "CompletionsReached", "message": "Reached expected"},
+                           {"type": "Complete", "status": "True"}]}
+    assert job_verdict(done) == ("complete", "CompletionsReached: Reached expected")
+    assert job_verdict({"active": 1}) == ("running", "")
+
+
+def _pod(name: str, waiting: dict | None, image: str = "workqueue-job:0.1.0") -> dict:
+    state = {"waiting": waiting} if waiting else {"running": {"started_at": "now"}}
+    return {"metadata": {"name": name},
+            "status": {"container_statuses": [{"image": image, "state": state}]}}
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"])
+def test_a_pod_that_cannot_pull_ends_the_case_with_the_image_name(reason):
+    pods = [_pod("broker-0", None),
+            _pod("worker-x", {"reason": reason, "message": "not found"})]
+    problem = image_pull_problem(pods)
+    assert problem is not None
+    assert "worker-x cannot get image workqueue-job:0.1.0" in problem and reason in problem
+    assert "E2E_IMAGE" in problem
+
+
+def test_pods_that_wait_for_other_reasons_are_not_pull_problems():
+    pods = [_pod("w", {"reason": "ContainerCreating"}), _pod("b", None), {"metadata": {
+        "name": "pending"}, "status": {}}]
+    assert image_pull_problem(pods) is None
+
+
+@pytest.mark.parametrize("context, expected", [
+    ("kind-wq", ["kind", "load", "docker-image", "img:1", "--name", "wq"]),
+    ("k3d-dev", ["k3d", "image", "import", "img:1", "--cluster", "dev"]),
+    ("minikube", ["minikube", "image", "load", "img:1", "--profile", "minikube"]),
+    ("prod-eu", None),
+    ("admin@kubernetes", None),
+])
+def test_the_image_is_loaded_where_the_tool_is_known(context, expected):
+    assert image_loader(context, "img:1") == expected
+
+
+def test_any_other_cluster_gets_one_line_on_how_to_get_the_image_there():
+    line = no_way_to_the_nodes("prod-eu")
+    assert "\n" not in line and "'prod-eu'" in line and "E2E_IMAGE=" in line
 
 
 def test_a_default_storage_class_is_found_by_either_annotation():
