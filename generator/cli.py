@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "echo \"Working on ...\"; sleep 2)")
     parser.add_argument("--max-attempts", type=positive_int,
                         help="runs of a task before it is dead-lettered (chart default: 3)")
+    parser.add_argument("--task-timeout", type=positive_int, metavar="SECONDS",
+                        help="stop a task's command after this long and fail the attempt "
+                             "(chart default: no limit)")
     parser.add_argument("--name", default="myjob",
                         help="Helm release name; names the task ConfigMaps (default %(default)s)")
     parser.add_argument("-o", "--output", type=Path, help="values file to write (default stdout)")
@@ -85,7 +88,8 @@ def _options(args: argparse.Namespace) -> Options:
     return Options(tasks=args.tasks, format=args.format, name=args.name, broker=args.broker,
                    mode=args.mode,
                    parallelism=args.parallelism, image=args.image, command=args.command,
-                   max_attempts=args.max_attempts, output=args.output,
+                   max_attempts=args.max_attempts, task_timeout=args.task_timeout,
+                   output=args.output,
                    tasks_manifest=args.tasks_manifest, inline_max_bytes=args.inline_max_bytes,
                    chart=args.chart)
 

@@ -34,6 +34,7 @@ DNS-1035 labels, which start with a letter and hold no dots."""
 # Where each option lands in the values, to name the flag when the schema rejects it.
 FLAGS = {"mode": "--mode", "broker.type": "--broker", "worker.parallelism": "--parallelism",
          "worker.command": "--command", "worker.maxAttempts": "--max-attempts",
+         "worker.taskTimeoutSeconds": "--task-timeout",
          "image.repository": "--image", "image.tag": "--image"}
 
 
@@ -50,6 +51,7 @@ class Options:
     image: str | None = None
     command: list[str] | None = None
     max_attempts: int | None = None
+    task_timeout: int | None = None
     output: Path | None = None
     tasks_manifest: Path | None = None
     inline_max_bytes: int = INLINE_MAX_BYTES
@@ -186,6 +188,8 @@ def _values(options: Options, chart: Chart, tasks: list[str], count: int,
             else defaults["worker"]["maxAttempts"],
         },
     }
+    if options.task_timeout is not None:
+        values["worker"]["taskTimeoutSeconds"] = options.task_timeout
     if config_maps:
         values["tasks"] = []
         values["tasksFrom"] = {"configMaps": config_maps, "count": count, "checksum": checksum}
@@ -213,7 +217,8 @@ def _finish(options: Options, chart: Chart, env: Environment, tasks: list[str], 
         tasks=tasks, mode=values["mode"], broker=values["broker"]["type"],
         image_repository=values["image"]["repository"], image_tag=values["image"]["tag"],
         command=values["worker"]["command"], parallelism=values["worker"]["parallelism"],
-        max_attempts=values["worker"]["maxAttempts"], checksum=checksum)
+        max_attempts=values["worker"]["maxAttempts"],
+        task_timeout=values["worker"].get("taskTimeoutSeconds"), checksum=checksum)
     # What is written must be what was checked: parse it back.
     if yaml.safe_load(text) != values:
         raise GeneratorError("internal error: the rendered values do not read back as built; "

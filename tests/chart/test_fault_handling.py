@@ -44,7 +44,7 @@ def _env(job: dict) -> dict[str, str]:
 def test_every_final_exit_code_fails_the_job_at_once(broker):
     objects = by_kind_name(render_chart({"broker": {"type": broker}}))
     worker, seeder = objects[WORKER], objects[SEEDER]
-    assert _fail_job_codes(worker, "worker") == {2, 3, 5, 6, 7, 8}
+    assert _fail_job_codes(worker, "worker") == {2, 3, 4, 5, 6, 7, 8}
     assert _fail_job_codes(seeder, "seeder") == {2, 4, 5}
     # The README's table says FailJob for exactly these codes; the Jobs map each of them.
     documented = {row.code for row in EXIT_CODES if row.chart.startswith("FailJob")}

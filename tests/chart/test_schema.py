@@ -30,6 +30,9 @@ BAD_VALUES = {
                         "broker/auth/existingSecret"),
     "bad quantity": ({"worker": {"resources": {"limits": {"memory": "lots"}}}},
                      "worker/resources/limits/memory"),
+    "timeout for a handler": ({"worker": {"handler": "m:f", "taskTimeoutSeconds": 5}},
+                              "worker/taskTimeoutSeconds"),
+    "negative retryDead": ({"retryDead": -1}, "retryDead"),
 }
 
 

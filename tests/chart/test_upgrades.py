@@ -79,6 +79,7 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("tasksFrom.count", 7, {"tasksFrom": CHUNKED}),
     ("tasksFrom.checksum", "cd34", {"tasksFrom": CHUNKED}),
     ("rerun", 1, {}),
+    ("retryDead", 1, {}),
     ("image.repository", "registry.example/workqueue-job", {}),
     ("image.tag", "9.9.9", {}),
     ("image.pullPolicy", "Always", {}),
@@ -126,6 +127,7 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("worker.leaseSeconds", 120, {}),
     ("worker.batchSize", 10, {}),
     ("worker.seedTimeoutSeconds", 60, {}),
+    ("worker.taskTimeoutSeconds", 600, {}),
     ("worker.brokerOutageSeconds", 60, {}),
     ("worker.onDead", "succeed", {}),
     ("worker.terminationGracePeriodSeconds", 90, {}),
@@ -259,7 +261,7 @@ def test_fields_a_job_may_change_update_the_running_job(helm_name, mode, path):
 
 
 RUN_AND_WORKER_VALUES = [path for path, _v, needs in CHANGES if not needs and path.startswith(
-    ("tasks", "rerun", "mode", "worker.", "seeder.", "image."))]
+    ("tasks", "rerun", "retryDead", "mode", "worker.", "seeder.", "image."))]
 
 
 @pytest.mark.parametrize("helm_name", HELM_NAMES)

@@ -355,15 +355,17 @@ def test_helm_upgrade_mid_run_keeps_the_broker_and_finishes(cluster, helm_name, 
 
 def test_seeding_that_cannot_start_fails_both_jobs(cluster):
     # A tasksFrom ConfigMap that was never applied
+    # With the default 15-minute seedTimeoutSeconds: the workers must not wait for it, since
+    # the seeder records why it refused
     namespace, _values = install(
         cluster, "no-tasks", "redis", "fine", DONE,
         "tasksFrom.configMaps[0]=e2e-never-applied-00000", "tasksFrom.count=20",
-        "tasksFrom.checksum=ab12", "worker.seedTimeoutSeconds=60")
+        "tasksFrom.checksum=ab12")
     state, why = cluster.verdict(namespace, "seeder", timeout=FAULT_BOUND)
     assert state == "failed" and "exit code 4" in why, why
     state, why = cluster.verdict(namespace, timeout=FAULT_BOUND)
-    assert state == "failed" and "exit code 7" in why, why
-    assert "seeding did not complete within 60s" in cluster.worker_logs(namespace)
+    assert state == "failed" and "exit code 4" in why, why
+    assert "folder holds no *.jsonl task chunks" in cluster.worker_logs(namespace)
     test = helm_test(cluster, namespace)
     assert test.returncode != 0
     progress(f"helm test says: {(test.stdout + test.stderr).strip()[-500:]}")

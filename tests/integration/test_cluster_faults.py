@@ -144,6 +144,31 @@ def test_workers_give_up_when_the_seeder_never_runs(broker, server_for, tmp_path
     assert "seeding did not complete within 3s" in log and "seeder Job" in log
 
 
+def test_workers_and_status_stop_at_once_when_the_seeder_refuses(broker, server_for, tmp_path):
+    # Given workers waiting for the seeder, with the chart's 15-minute seeding deadline
+    env = {**broker_env(broker, server_for), "WORKQUEUE_SEED_TIMEOUT": "900"}
+    workers = Workers(env, tmp_path / "logs", 2, "true")
+    # When the seeder refuses the list (a tasksFrom ConfigMap missing: fewer tasks than promised)
+    write_tasks(tmp_path / "t.txt", 3)
+    seeder = cli("seed", "--tasks", str(tmp_path / "t.txt"), "--expect-count", "5", env=env)
+    assert seeder.returncode == EXIT_SEED_REFUSED
+    started = time.monotonic()
+    # Then the workers exit 4 within seconds, with the seeder's own line, not after 15 minutes
+    assert workers.wait() == [EXIT_SEED_REFUSED, EXIT_SEED_REFUSED], workers.text()
+    assert time.monotonic() - started < 30
+    assert "holds 3 tasks but 5 were expected" in workers.text()
+    assert "Traceback" not in workers.text()
+    # And the helm test's check says the same
+    check = cli("status", "--require-drained", env=env)
+    assert check.returncode == EXIT_SEED_REFUSED
+    assert "holds 3 tasks but 5 were expected" in check.stdout
+    # And once the list is right, the next seeder clears the note and the run goes through
+    assert cli("seed", "--tasks", str(tmp_path / "t.txt"), "--expect-count", "3",
+               env=env).returncode == 0
+    assert cli("work", "--", "true", env=env).returncode == 0
+    assert cli("status", "--require-drained", env=env).returncode == 0
+
+
 def test_redis_outage_shorter_than_the_tolerance_is_ridden_out(own_redis, tmp_path):
     # Given 200 tasks, two workers that tolerate 60 s of outage, and redis-py's own retries cut
     # to a few hundred milliseconds (so only our tolerance can carry them through)

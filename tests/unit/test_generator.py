@@ -32,6 +32,17 @@ def test_text_file_round_trips_through_the_values(tmp_path):
     assert values["tasks"] == ["frame-1", "yes", "- x", "  leading"]
 
 
+def test_a_task_timeout_lands_in_the_worker_values_only_when_given(tmp_path):
+    tasks = tmp_path / "tasks.txt"
+    tasks.write_text("a\n")
+    timed = yaml.safe_load(generate(Options(str(tasks), task_timeout=600)).values)
+    assert timed["worker"]["taskTimeoutSeconds"] == 600
+    plain = yaml.safe_load(generate(Options(str(tasks))).values)
+    assert "taskTimeoutSeconds" not in plain["worker"]
+    refused = run(str(tasks), "--task-timeout", "0", cwd=tmp_path)
+    assert refused.returncode == 2 and "--task-timeout: 0 is too small" in refused.stderr
+
+
 def test_jsonl_values_become_payloads_and_yaml_specials_survive(tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("\n".join(json.dumps(t) for t in [*YAML_SPECIAL, {"n": 1}]) + "\n")

@@ -174,6 +174,25 @@ class Broker(ABC):
         """Delete every key or queue of this queue name."""
 
     @abstractmethod
+    def retry_dead(self, round_number: int = 0) -> int | None:
+        """Put every dead-lettered item back in the queue with fresh attempts; safe while
+        workers run. A ``round_number`` above 0 is applied once: if it (or a later one)
+        already was, nothing moves and this returns None. Returns how many went back."""
+
+    @abstractmethod
+    def retry_round(self) -> int:
+        """The last retry round applied (0: none)."""
+
+    @abstractmethod
+    def set_seed_refusal(self, reason: str | None) -> None:
+        """Record why the seeder could not seed this queue (None: clear it), so that workers
+        and `status` stop waiting and say why, instead of timing out."""
+
+    @abstractmethod
+    def seed_refusal(self) -> str | None:
+        """The seeder's recorded reason for not seeding, if any."""
+
+    @abstractmethod
     def replace_previous(self, family: str) -> str | None:
         """Record this queue as the current one of ``family`` (a release's queues, one per
         run), first deleting the queue that was current before, if it was another. Returns

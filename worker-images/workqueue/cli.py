@@ -28,6 +28,7 @@ from .errors import (
     EXIT_INTERRUPTED,
     ConfigError,
     OtherRun,
+    SeedRefused,
     StateLost,
     WorkqueueError,
     exit_code_table,
@@ -36,10 +37,12 @@ from .errors import (
 )
 from .handlers import CommandHandler, FunctionHandler, import_handler
 from .local import LocalRun, run_local
-from .progress import dead_report, status_line, verdict
+from .progress import dead_report, plural, status_line, verdict
 from .runner import MODES, Runner, WorkerConfig
 from .seeding import seed
-from .taskfile import FORMATS
+from .taskfile import FORMATS, task_file
+
+log = logging.getLogger(__name__)
 
 EXAMPLES = """\
 examples:
@@ -47,6 +50,7 @@ examples:
   WORKQUEUE_BROKER_URL=redis://broker:6379/0 workqueue seed --tasks /tasks
   workqueue work --mode fine --max-attempts 3 -- ./process-one.sh {}
   workqueue status --watch 5
+  workqueue dead --format text -o failed.txt && workqueue retry-dead
 
 """ + exit_code_table()
 
@@ -60,6 +64,23 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is too small; use 1 or more")
     return value
+
+
+def _whole_number(text: str) -> int:
+    """argparse type: 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return _positive_float(text)
 
 
 def _positive_float(text: str) -> float:
@@ -142,6 +163,15 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
              "exit code once drained with dead-lettered items: fail (3) or succeed (0)")
     _tunable(parser, "--seed-timeout", _positive_float, defaults.SEED_TIMEOUT_SECONDS,
              "seconds an idle worker waits for seeding to complete before it exits 7")
+    _tunable(parser, "--task-timeout", _non_negative_float, 0,
+             "seconds a task's command may run before it is stopped (with its children) and "
+             "the attempt fails; 0: no limit")
+    _retry_round_arg(parser, "the retry-dead round to wait for before calling the queue "
+                             "drained (the chart's retryDead)")
+
+
+def _retry_round_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
+    _tunable(parser, "--retry-dead-round", _whole_number, 0, help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail unless the source holds exactly this many tasks")
     p.add_argument("--batch-size", type=positive_int, default=defaults.SEED_BATCH_SIZE,
                    help="tasks per atomic write (default %(default)s)")
+    _retry_round_arg(p, "once seeded, put the dead-lettered tasks back with fresh attempts, "
+                        "once per round number (the chart's retryDead); 0: never")
     p.add_argument("--supersede", default=_env("SUPERSEDE"), metavar="FAMILY",
                    help="the queue (named FAMILY.RUN) replaces the family's previous queue, "
                         "whose state is deleted once the task list has been read; the chart "
@@ -193,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show each worker's log lines")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
 
+    p = sub.add_parser("dead", help="write the dead-lettered tasks as a task file, to re-run "
+                                    "elsewhere or to inspect")
+    _connection_args(p)
+    p.add_argument("--format", choices=("jsonl", "text"), default="jsonl",
+                   help="jsonl (one JSON string per task; any payload) or text (one task per "
+                        "line); `workqueue seed` reads either back as it was seeded")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (default stdout)")
+
+    p = sub.add_parser("retry-dead", help="put the dead-lettered tasks back in the queue with "
+                                          "fresh attempts (safe while workers run)")
+    _connection_args(p)
+
     p = sub.add_parser("purge", help="delete the queue and all its records")
     _connection_args(p)
     p.add_argument("--yes", action="store_true", help="really delete")
@@ -220,7 +264,8 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
     return WorkerConfig(mode=args.mode, batch_size=args.batch_size,
                         lease_seconds=args.lease_seconds, max_attempts=args.max_attempts,
                         grace_seconds=args.grace_seconds, fail_on_dead=args.on_dead == "fail",
-                        run_id=args.run_id, seed_timeout_seconds=args.seed_timeout)
+                        run_id=args.run_id, seed_timeout_seconds=args.seed_timeout,
+                        retry_round=args.retry_dead_round)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -230,6 +275,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
     try:
         seed(broker, args.tasks, args.format, args.batch_size, args.expect_count, args.run_id,
              args.supersede)
+        if args.retry_dead_round:
+            moved = broker.retry_dead(args.retry_dead_round)
+            print_retried(moved, args.retry_dead_round)
     finally:
         broker.close()
     return 0
@@ -238,8 +286,11 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_work(args: argparse.Namespace) -> int:
     if args.handler and args.cmd:
         raise ConfigError("give either --handler or a command after `--`, not both")
+    if args.handler and args.task_timeout:
+        raise ConfigError("--task-timeout stops commands; a --handler function cannot be "
+                          "stopped safely, so time it out inside the function instead")
     handler = (FunctionHandler(import_handler(args.handler)) if args.handler
-               else CommandHandler(_command(args)))
+               else CommandHandler(_command(args), args.task_timeout))
     broker = _open(args)
     runner = Runner(broker, handler, _worker_config(args))
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
@@ -274,7 +325,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(status_line(status), flush=True)
             time.sleep(args.watch)
             status = broker.status()
-        problem = _wrong_state(status, args.run_id, broker.queue, broker.server)
+        refusal = None if status.seeded else broker.seed_refusal()
+        problem = (SeedRefused(f"the seeder cannot seed queue {broker.queue!r}: {refusal}")
+                   if refusal else _wrong_state(status, args.run_id, broker.queue, broker.server))
         if problem:
             print(f"workqueue: error: {problem}")
         else:
@@ -312,12 +365,45 @@ def _wrong_state(status: Status, run_id: str | None, queue: str,
 def cmd_run_local(args: argparse.Namespace) -> int:
     worker_args = ["--batch-size", str(args.batch_size), "--lease-seconds",
                    str(args.lease_seconds), "--max-attempts", str(args.max_attempts),
-                   "--grace-seconds", str(args.grace_seconds), "--on-dead", args.on_dead]
+                   "--grace-seconds", str(args.grace_seconds), "--on-dead", args.on_dead,
+                   "--task-timeout", str(args.task_timeout)]
     run = LocalRun(tasks=args.tasks, command=_command(args), parallelism=args.parallelism,
                    mode=args.mode, queue=args.queue, worker_args=worker_args,
                    fail_on_dead=args.on_dead == "fail", verbose=args.verbose)
     CommandHandler(run.command)
     return run_local(run, args.broker_url, password_from_env())
+
+
+def print_retried(moved: int | None, round_number: int = 0) -> None:
+    if moved is None:
+        log.info("retry round %d was already applied; nothing to put back", round_number)
+    else:
+        log.info("put %s back in the queue with fresh attempts", plural(moved, "dead task"))
+
+
+def cmd_dead(args: argparse.Namespace) -> int:
+    broker = _open(args)
+    try:
+        items = broker.dead_items(sys.maxsize)
+    finally:
+        broker.close()
+    text = task_file([item.payload for item in items], args.format)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+        log.info("wrote %s to %s", plural(len(items), "dead task"), args.output)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_retry_dead(args: argparse.Namespace) -> int:
+    broker = _open(args)
+    try:
+        print_retried(broker.retry_dead())
+    finally:
+        broker.close()
+    return 0
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -333,7 +419,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"seed": cmd_seed, "work": cmd_work, "status": cmd_status,
-            "run-local": cmd_run_local, "purge": cmd_purge}
+            "run-local": cmd_run_local, "dead": cmd_dead, "retry-dead": cmd_retry_dead,
+            "purge": cmd_purge}
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -42,8 +42,8 @@ EXIT_CODES = (
     ExitCode(EXIT_DEAD, "drained, but tasks were dead-lettered and onDead is fail",
              "FailJob at once"),
     ExitCode(EXIT_SEED_REFUSED, "seeder: the list cannot be seeded (bad task line, count "
-             "mismatch, a missing tasksFrom ConfigMap, another list in the queue, broker full)",
-             "FailJob at once (seeder Job)"),
+             "mismatch, a missing tasksFrom ConfigMap, another list in the queue, broker full); "
+             "worker and status: the seeder said so, with its reason", "FailJob at once"),
     ExitCode(EXIT_BROKER_UNREACHABLE, "the broker stayed unreachable past the connect timeout "
              "or worker.brokerOutageSeconds", "FailJob at once"),
     ExitCode(EXIT_STATE_LOST, "the broker lost the queue (restarted without "
@@ -106,6 +106,12 @@ class BrokerFull(WorkqueueError):
 
 class SeedConflict(WorkqueueError):
     """The queue already holds a different task list."""
+
+    exit_code = EXIT_SEED_REFUSED
+
+
+class SeedRefused(WorkqueueError):
+    """A worker or `status` found the seeder's note that it could not seed this queue."""
 
     exit_code = EXIT_SEED_REFUSED
 

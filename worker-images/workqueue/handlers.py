@@ -53,7 +53,9 @@ class CommandHandler:
     The command runs in a process group of its own: cancelling it signals the whole group, and
     processes it leaves behind are killed when it exits, so neither can hold the worker up."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], timeout_seconds: float = 0) -> None:
+        """``timeout_seconds`` above 0 stops a run that takes longer (its whole group, as
+        a cancel does) and fails the attempt."""
         if not argv:
             raise ConfigError("no command given: put the command to run per task after `--`")
         if shutil.which(argv[0]) is None:
@@ -61,6 +63,7 @@ class CommandHandler:
                 f"command not found: {argv[0]!r}; install it in the image or give its full path"
             )
         self.argv = list(argv)
+        self.timeout_seconds = timeout_seconds
         # The user's program needs the task, not the queue's credentials.
         self._env = {k: v for k, v in os.environ.items() if k not in PASSWORD_ENV}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -92,9 +95,16 @@ class CommandHandler:
             proc.stdin.close()  # type: ignore[union-attr]
         except BrokenPipeError:
             pass  # the command does not read stdin; it is told the payload the other ways too
-        code = proc.wait()
+        try:
+            code = proc.wait(self.timeout_seconds or None)
+        except subprocess.TimeoutExpired:
+            self._stop(proc)
+            code = None
         _signal_group(proc, signal.SIGKILL)
         tail.join(STDERR_DRAIN_SECONDS)
+        if code is None:
+            raise TaskFailed(f"timed out after {self.timeout_seconds:g}s "
+                             "(worker.taskTimeoutSeconds, --task-timeout)")
         if code != 0:
             reason = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
             detail = " | ".join(line for line in tail.lines if line)
@@ -103,7 +113,13 @@ class CommandHandler:
     def cancel(self) -> None:
         with self._lock:
             proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is not None:
+            self._stop(proc)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM to the command's group, SIGKILL if it is still there KILL_AFTER_SECONDS on."""
+        if proc.poll() is not None:
             return
         _signal_group(proc, signal.SIGTERM)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from .broker import DeadItem, Status
 
 BAR_WIDTH = 30
@@ -43,10 +45,13 @@ def verdict(status: Status, hint: bool = True) -> str:
 
 
 def dead_report(items: list[DeadItem]) -> str:
-    """One line per dead item: id, attempts, payload (shortened) and the last error."""
+    """One line per dead item: id, attempts, the payload as the task list had it (JSON-quoted
+    only if it holds control characters; shortened) and the last error."""
     lines = []
     for item in items:
-        payload = item.payload if len(item.payload) <= 60 else item.payload[:57] + "..."
-        lines.append(f"  {item.id}  attempts={item.attempts}  payload={payload!r}  "
-                     f"error={item.error}")
+        payload = item.payload if item.payload.isprintable() else json.dumps(
+            item.payload, ensure_ascii=False)
+        payload = payload if len(payload) <= 60 else payload[:57] + "..."
+        lines.append(f"  {item.id}  attempts={item.attempts}  task: {payload}  "
+                     f"error: {item.error}")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from .defaults import (
     SEED_TIMEOUT_SECONDS,
     WAIT_LOG_SECONDS,
 )
-from .errors import EXIT_DEAD, EXIT_OK, EXIT_STOPPED, ConnectionLost, SeedTimeout
+from .errors import EXIT_DEAD, EXIT_OK, EXIT_STOPPED, ConnectionLost, SeedRefused, SeedTimeout
 from .handlers import Handler
 from .progress import plural
 from .supervisor import Supervisor, run_one
@@ -48,6 +48,9 @@ class WorkerConfig:
     """The run this worker serves; a queue seeded for another run is refused (OtherRun)."""
     seed_timeout_seconds: float = SEED_TIMEOUT_SECONDS
     wait_log_seconds: float = WAIT_LOG_SECONDS
+    retry_round: int = 0
+    """The retry-dead round this worker serves: it may not call the queue drained before the
+    seeder has put that round's dead items back."""
 
 
 @dataclass
@@ -105,7 +108,7 @@ class Runner:
                  config.max_attempts)
         supervisor = Supervisor(consumer, self.handler, lambda: self._stop_deadline)
         supervisor.start()
-        waiting = _Waiting(config)
+        waiting = _Waiting(config, self.broker)
         done: list[Delivery] = []
         try:
             while not self._stop.is_set():
@@ -113,8 +116,12 @@ class Runner:
                     fetched = self._ack_and_fetch(consumer, done, batch)
                     supervisor.leased()
                 done = []
-                if fetched.drained:
+                if fetched.drained and not self._round_pending():
                     return self._finish("queue drained")
+                if fetched.drained:
+                    waiting.idle(False)
+                    self._stop.wait(config.poll_seconds)
+                    continue
                 if not fetched.deliveries:
                     waiting.idle(fetched.seeded)
                     self._stop.wait(config.poll_seconds)
@@ -135,6 +142,11 @@ class Runner:
             consumer.stop()
             self._ack(consumer, done)
             consumer.close()
+
+    def _round_pending(self) -> bool:
+        """Whether the seeder has yet to apply this worker's retry round."""
+        wanted = self.config.retry_round
+        return bool(wanted) and self.broker.retry_round() < wanted
 
     def _ack_and_fetch(self, consumer: Consumer, done: list[Delivery], count: int) -> Fetch:
         """Record the last batch's successes and lease the next batch, together."""
@@ -245,20 +257,33 @@ class Runner:
         return EXIT_OK
 
 
+REFUSAL_CHECK_SECONDS = 5.0
+"""How often an idle worker, before seeding completes, looks for the seeder's refusal."""
+
+
 class _Waiting:
     """A worker with nothing to lease: it says what it waits for every ``wait_log_seconds``,
-    and gives up once seeding has not completed ``seed_timeout_seconds`` after it started."""
+    gives up at once if the seeder recorded that it cannot seed, and otherwise once seeding
+    has not completed ``seed_timeout_seconds`` after it started."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, broker: Broker) -> None:
         self.config = config
+        self.broker = broker
         self.started = time.monotonic()
         self.since: float | None = None
         self.next_log = 0.0
+        self.next_refusal_check = 0.0
 
     def idle(self, seeded: bool) -> None:
         now = time.monotonic()
         if self.since is None:
             self.since, self.next_log = now, now
+        if not seeded and now >= self.next_refusal_check:
+            self.next_refusal_check = now + REFUSAL_CHECK_SECONDS
+            refusal = self.broker.seed_refusal()
+            if refusal:
+                raise SeedRefused(f"the seeder cannot seed queue {self.broker.queue!r}, so "
+                                  f"there is nothing to run: {refusal}")
         if not seeded and now - self.started >= self.config.seed_timeout_seconds:
             raise SeedTimeout(
                 f"seeding did not complete within {self.config.seed_timeout_seconds:.0f}s "

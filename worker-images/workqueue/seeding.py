@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from .broker import Broker, SeedState
 from .defaults import SEED_BATCH_MAX_CHARS, SEED_BATCH_SIZE
-from .errors import ConfigError, SeedConflict, TaskSourceError, other_run_message
+from .errors import BrokerFull, ConfigError, SeedConflict, TaskSourceError, other_run_message
 from .progress import plural
 from .taskfile import iter_tasks, resolve_format, scan_tasks
 
@@ -46,16 +46,31 @@ def seed(broker: Broker, source: str, fmt: str = "auto", batch_size: int = SEED_
     if supersede is not None and not broker.queue.startswith(f"{supersede}."):
         raise ConfigError(f"queue {broker.queue!r} is not one of family {supersede!r}: a "
                           f"superseding queue is named {supersede}.RUN")
-    if source != "-":
-        return _seed(broker, source, fmt, batch_size, expect_count, run_id, supersede)
-    with tempfile.NamedTemporaryFile(prefix="workqueue-stdin-") as spool:
-        shutil.copyfileobj(sys.stdin.buffer, spool)
-        spool.flush()
-        try:
-            return _seed(broker, spool.name, resolve_format("-", fmt), batch_size,
-                         expect_count, run_id, supersede)
-        except TaskSourceError as exc:
-            raise TaskSourceError(str(exc).replace(spool.name, "<stdin>")) from None
+    if broker.seed_refusal():
+        broker.set_seed_refusal(None)
+    try:
+        if source != "-":
+            return _seed(broker, source, fmt, batch_size, expect_count, run_id, supersede)
+        with tempfile.NamedTemporaryFile(prefix="workqueue-stdin-") as spool:
+            shutil.copyfileobj(sys.stdin.buffer, spool)
+            spool.flush()
+            try:
+                return _seed(broker, spool.name, resolve_format("-", fmt), batch_size,
+                             expect_count, run_id, supersede)
+            except TaskSourceError as exc:
+                raise TaskSourceError(str(exc).replace(spool.name, "<stdin>")) from None
+    except (TaskSourceError, SeedConflict, BrokerFull) as exc:
+        _record_refusal(broker, str(exc))
+        raise
+
+
+def _record_refusal(broker: Broker, reason: str) -> None:
+    """Tell the workers why nothing will be seeded, so they fail now with the reason instead
+    of after worker.seedTimeoutSeconds. Best effort: a full broker may refuse this write too."""
+    try:
+        broker.set_seed_refusal(reason)
+    except Exception as exc:  # the seeder's own error is the one to report
+        log.warning("could not tell the workers that seeding was refused (%s)", exc)
 
 
 def _seed(broker: Broker, source: str, fmt: str, batch_size: int, expect_count: int | None,

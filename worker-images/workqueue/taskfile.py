@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .defaults import MAX_PAYLOAD_BYTES
-from .errors import TaskSourceError
+from .errors import ConfigError, TaskSourceError
 
 FORMATS = ("auto", "text", "jsonl")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -47,7 +47,9 @@ def source_files(path: str) -> list[Path]:
                 f"{path}: a folder of task chunks holds only *.jsonl files, not "
                 f"{', '.join(others[:3])}; give a task file itself as --tasks")
         if not files:
-            raise TaskSourceError(f"{path}: folder holds no *.jsonl task chunks")
+            raise TaskSourceError(
+                f"{path}: folder holds no *.jsonl task chunks; in the chart, apply the "
+                "tasksFrom ConfigMaps first (kubectl apply --server-side -f NAME-tasks.yaml)")
         return files
     if not p.exists():
         raise TaskSourceError(f"{path}: no such file; give the path of your task list")
@@ -144,3 +146,16 @@ def _payload(line: str, name: str, number: int, fmt: str) -> str | None:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def task_file(payloads: list[str], fmt: str) -> str:
+    """A task file holding ``payloads``, which `seed` reads back as the same payloads: jsonl
+    (one JSON string per line) holds any payload; text only those a text line can."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(payload, ensure_ascii=False) + "\n" for payload in payloads)
+    for number, payload in enumerate(payloads, 1):
+        if "\n" in payload or "\r" in payload or not payload.strip() \
+                or payload.lstrip().startswith("#"):
+            raise ConfigError(f"task {number} ({payload[:40]!r}) cannot be a line of a text task "
+                              "file (a line break, blank, or a leading #): use --format jsonl")
+    return "".join(payload + "\n" for payload in payloads)

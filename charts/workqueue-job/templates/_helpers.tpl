@@ -227,6 +227,10 @@ capabilities:
   value: {{ include "workqueue-job.queue" . | quote }}
 - name: WORKQUEUE_RUN_ID
   value: {{ include "workqueue-job.runId" . | quote }}
+{{- if .Values.retryDead }}
+- name: WORKQUEUE_RETRY_DEAD_ROUND
+  value: {{ .Values.retryDead | quote }}
+{{- end }}
 {{- end }}
 
 {{/* Where pods find the broker password: a file, so it stays out of every child's environment. */}}

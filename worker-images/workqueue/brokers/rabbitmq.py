@@ -6,6 +6,7 @@ Queues, all durable, named ``wq.<queue>.<role>``:
   dead     dead-lettered items with their last error
   retries  one receipt per retry          seed     one message: the seeding cursor
   seeded   one message once seeding is complete: {total, fingerprint}
+  refused  one message while the seeder's last attempt was refused: its reason
 
 Settling items publishes their receipt and acks the deliveries in one AMQP transaction, so each
 item is counted exactly once, as done or dead. That makes "drained" exact: done + dead == total.
@@ -112,7 +113,7 @@ class RabbitMQBroker(Broker):
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.names["dead"],
         })
-        for role in ("done", "dead", "retries", "seed", "seeded"):
+        for role in ("done", "dead", "retries", "seed", "seeded", "refused"):
             channel.queue_declare(self.names[role], durable=True)
 
     def _on_channel(self, action: Callable[[BlockingChannel], T]) -> T:
@@ -282,6 +283,52 @@ class RabbitMQBroker(Broker):
 
         self._on_channel(action)
 
+    def retry_dead(self, round_number: int = 0) -> int | None:
+        # One transaction on the seeding channel: the items go back, the dead letters go,
+        # and the cursor records the round, together.
+        channel = self._seeding_channel()
+        method, _props, body = channel.basic_get(self.names["seed"])
+        cursor = json.loads(body) if method else {}
+        if round_number and int(cursor.get("retry_round", 0)) >= round_number:
+            if method is not None:
+                channel.basic_nack(method.delivery_tag, requeue=True)
+            channel.tx_commit()
+            return None
+        moved = 0
+        while True:
+            dead, props, raw = channel.basic_get(self.names["dead"])
+            if dead is None:
+                break
+            item = _dead_item(props, raw)
+            channel.basic_publish("", self.names["tasks"], encode(item.id, item.payload),
+                                  pika.BasicProperties(delivery_mode=PERSISTENT))
+            channel.basic_ack(dead.delivery_tag)
+            moved += 1
+        if round_number and method is not None:
+            channel.basic_publish("", self.names["seed"],
+                                  json.dumps({**cursor, "retry_round": round_number}),
+                                  pika.BasicProperties(delivery_mode=PERSISTENT))
+            channel.basic_ack(method.delivery_tag)
+        elif method is not None:
+            channel.basic_nack(method.delivery_tag, requeue=True)
+        channel.tx_commit()
+        return moved
+
+    def retry_round(self) -> int:
+        return int((self.peek("seed") or {}).get("retry_round", 0))
+
+    def set_seed_refusal(self, reason: str | None) -> None:
+        def action(channel: BlockingChannel) -> None:
+            channel.queue_purge(self.names["refused"])
+            if reason:
+                channel.basic_publish("", self.names["refused"], json.dumps({"reason": reason}),
+                                      pika.BasicProperties(delivery_mode=PERSISTENT))
+
+        self._on_channel(action)
+
+    def seed_refusal(self) -> str | None:
+        return (self.peek("refused") or {}).get("reason")
+
     def replace_previous(self, family: str) -> str | None:
         pointer = f"wq.{family}.current"
         self.channel.queue_declare(pointer, durable=True)
@@ -311,7 +358,7 @@ class RabbitMQBroker(Broker):
 
 def _queue_names(queue: str) -> dict[str, str]:
     return {role: f"wq.{queue}.{role}"
-            for role in ("tasks", "done", "dead", "retries", "seed", "seeded")}
+            for role in ("tasks", "done", "dead", "retries", "seed", "seeded", "refused")}
 
 
 def _dead_item(props: pika.BasicProperties, body: bytes) -> DeadItem:

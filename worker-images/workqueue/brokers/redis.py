@@ -34,8 +34,9 @@ T = TypeVar("T")
 
 _LUA = resources.files(__package__) / "lua"
 _PRELUDE = (_LUA / "common.lua").read_text()
-_SCRIPTS = ("enqueue", "fetch", "ack", "nack", "release", "extend")
-_KEY_NAMES = ("state", "pending", "leases", "owners", "attempts", "items", "errors", "done", "dead")
+_SCRIPTS = ("enqueue", "fetch", "ack", "nack", "release", "extend", "retry_dead")
+_KEY_NAMES = ("state", "pending", "leases", "owners", "attempts", "items", "errors", "done", "dead",
+              "refused")
 
 
 def _queue_keys(queue: str) -> list[str]:
@@ -216,6 +217,20 @@ class RedisBroker(Broker):
 
     def purge(self) -> None:
         self.call(lambda: self.client.delete(*self.keys))
+
+    def retry_dead(self, round_number: int = 0) -> int | None:
+        moved = int(self.run("retry_dead", round_number))
+        return None if moved < 0 else moved
+
+    def retry_round(self) -> int:
+        return int(self.call(lambda: self.client.hget(self._key["state"], "retry_round")) or 0)
+
+    def set_seed_refusal(self, reason: str | None) -> None:
+        key = self._key["refused"]
+        self.call(lambda: self.client.set(key, reason) if reason else self.client.delete(key))
+
+    def seed_refusal(self) -> str | None:
+        return self.call(lambda: self.client.get(self._key["refused"]))
 
     def replace_previous(self, family: str) -> str | None:
         # Delete before recording: a seeder killed in between finds the same pointer again

@@ -16,14 +16,14 @@ completions: {{ include "workqueue-job.taskCount" . }}
 # (SIGTERM) are retried.
 podFailurePolicy:
   rules:
-    # 2 bad settings or credentials, 3 tasks dead-lettered with onDead=fail, 5 broker away
-    # past brokerOutageSeconds, 6 broker lost the queue, 7 no seeding within
-    # seedTimeoutSeconds, 8 the queue holds another run.
+    # 2 bad settings or credentials, 3 tasks dead-lettered with onDead=fail, 4 the seeder
+    # could not seed (its reason follows), 5 broker away past brokerOutageSeconds, 6 broker
+    # lost the queue, 7 no seeding within seedTimeoutSeconds, 8 the queue holds another run.
     - action: FailJob
       onExitCodes:
         containerName: worker
         operator: In
-        values: [2, 3, 5, 6, 7, 8]
+        values: [2, 3, 4, 5, 6, 7, 8]
     # Evictions and preemptions give their items back; they are not the task's fault.
     - action: Ignore
       onPodConditions:
@@ -73,6 +73,9 @@ template:
           - {name: WORKQUEUE_BATCH_SIZE, value: {{ $w.batchSize | quote }}}
           - {name: WORKQUEUE_ON_DEAD, value: {{ $w.onDead | quote }}}
           - {name: WORKQUEUE_SEED_TIMEOUT, value: {{ $w.seedTimeoutSeconds | quote }}}
+          {{- if $w.taskTimeoutSeconds }}
+          - {name: WORKQUEUE_TASK_TIMEOUT, value: {{ $w.taskTimeoutSeconds | quote }}}
+          {{- end }}
           - {name: WORKQUEUE_CONNECT_TIMEOUT, value: {{ $w.brokerOutageSeconds | quote }}}
           - {name: WORKQUEUE_OUTAGE_SECONDS, value: {{ $w.brokerOutageSeconds | quote }}}
           - name: WORKQUEUE_GRACE_SECONDS

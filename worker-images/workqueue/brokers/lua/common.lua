@@ -10,6 +10,7 @@
 --   7 errors    hash id -> last error of an item waiting for a retry
 --   8 done      set of ids done
 --   9 dead      hash id -> JSON {payload, error, attempts}
+--  10 refused   string: why the seeder could not seed (read by workers from Python)
 local state, pending, leases, owners, attempts, items, errors, done, dead =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 

@@ -1,0 +1,21 @@
+-- Put every dead-lettered item back at the end of the queue with fresh attempts, in one step,
+-- so it is safe while workers run. ARGV: round. A round above 0 is applied once: the state
+-- records it, and a seeder re-run for the same round moves nothing (returns -1).
+-- Returns how many items went back.
+require_state()
+local round = tonumber(ARGV[1])
+if round > 0 then
+  if tonumber(redis.call('HGET', state, 'retry_round') or '0') >= round then
+    return -1
+  end
+  redis.call('HSET', state, 'retry_round', round)
+end
+local moved = 0
+for _, id in ipairs(redis.call('HKEYS', dead)) do
+  local entry = cjson.decode(redis.call('HGET', dead, id))
+  redis.call('HSET', items, id, entry.payload)
+  redis.call('HDEL', dead, id)
+  redis.call('RPUSH', pending, id)
+  moved = moved + 1
+end
+return moved
