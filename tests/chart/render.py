@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -61,6 +62,16 @@ def pod_specs(objects: list[dict]) -> Iterator[tuple[dict, dict]]:
             yield obj, obj["spec"]
         elif obj["kind"] in ("Job", "StatefulSet", "Deployment"):
             yield obj, obj["spec"]["template"]["spec"]
+
+
+def bumped_chart(folder: Path) -> Path:
+    """A copy of the chart in ``folder`` whose version and appVersion are 99.0.0."""
+    bumped = folder / "workqueue-job"
+    shutil.copytree(CHART, bumped)
+    meta = yaml.safe_load((bumped / "Chart.yaml").read_text())
+    meta["version"], meta["appVersion"] = "99.0.0", "99.0.0"
+    (bumped / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    return bumped
 
 
 def load_values(path: Path) -> dict:

@@ -12,13 +12,10 @@ Upstream facts relied on:
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-import yaml
 
 import render
-from render import BROKER, CHART, by_kind_name, rabbitmq_conf, render_chart, template
+from render import BROKER, by_kind_name, rabbitmq_conf, render_chart, template
 from workqueue.errors import EXIT_CODES
 
 WORKER = ("Job", "demo-workqueue-job-worker")
@@ -152,11 +149,7 @@ def test_a_broker_memory_limit_the_chart_cannot_read_is_refused(memory):
 
 def test_a_chart_version_bump_leaves_every_pod_template_alone(tmp_path, monkeypatch):
     # Given the chart as it is and a copy whose version and appVersion were bumped
-    bumped = tmp_path / "workqueue-job"
-    shutil.copytree(CHART, bumped)
-    meta = yaml.safe_load((bumped / "Chart.yaml").read_text())
-    meta["version"], meta["appVersion"] = "99.0.0", "99.0.0"
-    (bumped / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    bumped = render.bumped_chart(tmp_path)
     pinned = {"image": {"tag": "0.1.0"}}
     before = by_kind_name(render_chart(pinned))
     monkeypatch.setattr(render, "CHART", bumped)

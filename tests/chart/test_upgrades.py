@@ -25,7 +25,6 @@ their leases back); objects only in the new render are created.
 from __future__ import annotations
 
 import copy
-import shutil
 from functools import cache
 
 import pytest
@@ -312,11 +311,7 @@ def test_the_same_values_render_the_same_jobs_and_claim(helm_name):
 @pytest.mark.parametrize("helm_name", HELM_NAMES)
 def test_a_chart_version_bump_is_an_update_the_api_server_accepts(helm_name, tmp_path,
                                                                    monkeypatch):
-    bumped = tmp_path / "workqueue-job"
-    shutil.copytree(CHART, bumped)
-    meta = yaml.safe_load((bumped / "Chart.yaml").read_text())
-    meta["version"], meta["appVersion"] = "99.0.0", "99.0.0"
-    (bumped / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    bumped = render.bumped_chart(tmp_path)
     pinned = {"image": {"tag": "0.1.0"}}
     old = {(o["kind"], o["metadata"]["name"]): o
            for o in render_chart(pinned, helm_name=helm_name)}

@@ -55,26 +55,24 @@ examples:
 """ + exit_code_table()
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1, with a message that says so."""
+def _int_at_least(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small; use 1 or more")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is too small; use {minimum} or more")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1, with a message that says so."""
+    return _int_at_least(text, 1)
 
 
 def _whole_number(text: str) -> int:
     """argparse type: 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
-    return value
+    return _int_at_least(text, 0)
 
 
 def _non_negative_float(text: str) -> float:
