@@ -34,6 +34,7 @@ from .errors import (
     exit_code_table,
     no_state_message,
     other_run_message,
+    seed_refused_message,
 )
 from .handlers import CommandHandler, FunctionHandler, import_handler
 from .local import LocalRun, run_local
@@ -75,22 +76,25 @@ def _whole_number(text: str) -> int:
     return _int_at_least(text, 0)
 
 
-def _non_negative_float(text: str) -> float:
-    if text.strip() in ("0", "0.0"):
-        return 0.0
-    return _positive_float(text)
-
-
-def _positive_float(text: str) -> float:
+def _seconds(text: str, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be above 0")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise argparse.ArgumentTypeError(
+            f"{value} must be {'0 or more' if allow_zero else 'above 0'}")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    return _seconds(text, allow_zero=True)
+
+
+def _positive_float(text: str) -> float:
+    return _seconds(text, allow_zero=False)
 
 
 def _one_of(*choices: str) -> Callable[[str], str]:
@@ -324,7 +328,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             time.sleep(args.watch)
             status = broker.status()
         refusal = None if status.seeded else broker.seed_refusal()
-        problem = (SeedRefused(f"the seeder cannot seed queue {broker.queue!r}: {refusal}")
+        problem = (SeedRefused(seed_refused_message(broker.queue, refusal))
                    if refusal else _wrong_state(status, args.run_id, broker.queue, broker.server))
         if problem:
             print(f"workqueue: error: {problem}")

@@ -146,7 +146,8 @@ def lost_state_message(queue: str, server: str) -> str:
     """What a worker or `status` says when the queue's state is gone."""
     return (f"queue {queue!r} on {server} lost its state mid-run: the broker restarted "
             "without its data or the queue was deleted. Turn on broker.persistence (the chart's "
-            "default) and re-run the job (helm uninstall + install)")
+            "default) and run the job again (helm upgrade --reuse-values --set rerun=N, or helm "
+            "uninstall + install)")
 
 
 def no_state_message(queue: str, server: str, run: str) -> str:
@@ -154,6 +155,11 @@ def no_state_message(queue: str, server: str, run: str) -> str:
     return (f"queue {queue!r} on {server} holds no state for run {run}: the seeder never ran "
             "(see the seeder Job), or the broker lost its data (turn on broker.persistence, "
             "the chart's default, and re-run the job)")
+
+
+def seed_refused_message(queue: str, reason: str) -> str:
+    """What a worker or `status` says when the seeder recorded why it could not seed."""
+    return f"the seeder cannot seed queue {queue!r}, so there is nothing to run: {reason}"
 
 
 def other_run_message(queue: str, found: str | None, expected: str) -> str:

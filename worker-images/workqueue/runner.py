@@ -21,7 +21,15 @@ from .defaults import (
     SEED_TIMEOUT_SECONDS,
     WAIT_LOG_SECONDS,
 )
-from .errors import EXIT_DEAD, EXIT_OK, EXIT_STOPPED, ConnectionLost, SeedRefused, SeedTimeout
+from .errors import (
+    EXIT_DEAD,
+    EXIT_OK,
+    EXIT_STOPPED,
+    ConnectionLost,
+    SeedRefused,
+    SeedTimeout,
+    seed_refused_message,
+)
 from .handlers import Handler
 from .progress import plural
 from .supervisor import Supervisor, run_one
@@ -118,12 +126,10 @@ class Runner:
                 done = []
                 if fetched.drained and not self._round_pending():
                     return self._finish("queue drained")
-                if fetched.drained:
-                    waiting.idle(False)
-                    self._stop.wait(config.poll_seconds)
-                    continue
                 if not fetched.deliveries:
-                    waiting.idle(fetched.seeded)
+                    # Drained before the seeder has applied this worker's retry round is
+                    # waiting for the seeder too.
+                    waiting.idle(fetched.seeded and not fetched.drained)
                     self._stop.wait(config.poll_seconds)
                     continue
                 waiting.busy()
@@ -282,8 +288,7 @@ class _Waiting:
             self.next_refusal_check = now + REFUSAL_CHECK_SECONDS
             refusal = self.broker.seed_refusal()
             if refusal:
-                raise SeedRefused(f"the seeder cannot seed queue {self.broker.queue!r}, so "
-                                  f"there is nothing to run: {refusal}")
+                raise SeedRefused(seed_refused_message(self.broker.queue, refusal))
         if not seeded and now - self.started >= self.config.seed_timeout_seconds:
             raise SeedTimeout(
                 f"seeding did not complete within {self.config.seed_timeout_seconds:.0f}s "

@@ -113,8 +113,9 @@ class RabbitMQBroker(Broker):
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.names["dead"],
         })
-        for role in ("done", "dead", "retries", "seed", "seeded", "refused"):
-            channel.queue_declare(self.names[role], durable=True)
+        for role, name in self.names.items():
+            if role != "tasks":
+                channel.queue_declare(name, durable=True)
 
     def _on_channel(self, action: Callable[[BlockingChannel], T]) -> T:
         """Run a queue-wide call, reopening the connection once if it was dropped: it sits idle
