@@ -119,6 +119,14 @@ def _descendants_and_redis(proc: subprocess.Popen) -> list[psutil.Process]:
     return psutil.Process(proc.pid).children(recursive=True)
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    """A task's `sleep` can end between listing and reading: a zombie or gone has no cmdline."""
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
                          ids=["sigterm", "ctrl-c"])
 def test_run_local_stops_cleanly_on_a_signal(tmp_path, signum, code):
@@ -130,7 +138,7 @@ def test_run_local_stops_cleanly_on_a_signal(tmp_path, signum, code):
                             env={**os.environ, "TMPDIR": str(tmp_path)})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        workers = [p for p in _descendants_and_redis(proc) if "work" in p.cmdline()]
+        workers = [p for p in _descendants_and_redis(proc) if "work" in _cmdline(p)]
         if len(workers) == 2:
             break
         time.sleep(0.1)
@@ -145,7 +153,7 @@ def test_run_local_stops_cleanly_on_a_signal(tmp_path, signum, code):
     assert err.count("interrupted") == 1 and "stopped 2 workers" in err
     assert "Traceback" not in err
     _gone, alive = psutil.wait_procs(family, timeout=10)
-    assert not alive, [p.cmdline() for p in alive]
+    assert not alive, [_cmdline(p) for p in alive]
     assert not list(tmp_path.glob("workqueue-redis-*")), "the private Redis folder is left"
 
 
