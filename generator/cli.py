@@ -54,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="text (one task per line) or jsonl (one JSON value per line); "
                              "auto goes by the file name, and reads stdin as text")
     parser.add_argument("--broker", choices=("redis", "rabbitmq"),
-                        help="queue broker (chart default: redis)")
-    parser.add_argument("--mode", choices=("fine", "coarse"),
-                        help="fine: workers drain the queue; coarse: one pod per task "
+                        help="queue broker (chart default: redis; not with --mode indexed)")
+    parser.add_argument("--mode", choices=("fine", "coarse", "indexed"),
+                        help="fine: workers drain the queue; coarse: one pod per task; "
+                             "indexed: one pod per task of an Indexed Job, no broker "
                              "(chart default: fine)")
     parser.add_argument("--parallelism", type=positive_int,
                         help="worker pods at once (chart default: 2)")

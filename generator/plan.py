@@ -177,7 +177,6 @@ def _values(options: Options, chart: Chart, tasks: list[str], count: int,
         defaults["image"]["repository"], defaults["image"]["tag"] or chart.app_version)
     values: dict[str, Any] = {
         "mode": options.mode or defaults["mode"],
-        "broker": {"type": options.broker or defaults["broker"]["type"]},
         "image": {"repository": repository, "tag": tag or chart.app_version},
         "worker": {
             "command": options.command if options.command is not None
@@ -188,6 +187,11 @@ def _values(options: Options, chart: Chart, tasks: list[str], count: int,
             else defaults["worker"]["maxAttempts"],
         },
     }
+    if values["mode"] != "indexed":
+        values["broker"] = {"type": options.broker or defaults["broker"]["type"]}
+    elif options.broker:
+        raise GeneratorError("--broker: indexed mode runs without a broker; drop --broker, or "
+                             "use --mode fine or coarse")
     if options.task_timeout is not None:
         values["worker"]["taskTimeoutSeconds"] = options.task_timeout
     if config_maps:
@@ -214,7 +218,7 @@ def _finish(options: Options, chart: Chart, env: Environment, tasks: list[str], 
     text = env.get_template("values.yaml.j2").render(
         source=options.tasks if options.tasks != "-" else "stdin", name=options.name,
         manifest=manifest.name if manifest else None, count=count, config_maps=config_maps,
-        tasks=tasks, mode=values["mode"], broker=values["broker"]["type"],
+        tasks=tasks, mode=values["mode"], broker=values.get("broker", {}).get("type"),
         image_repository=values["image"]["repository"], image_tag=values["image"]["tag"],
         command=values["worker"]["command"], parallelism=values["worker"]["parallelism"],
         max_attempts=values["worker"]["maxAttempts"],

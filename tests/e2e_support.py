@@ -55,6 +55,17 @@ def job_verdict(status: Mapping | None) -> tuple[str, str]:
     return "running", ""
 
 
+def failed_indexes(status: Mapping | None) -> list[int]:
+    """The indexes an Indexed Job lists in status.failedIndexes, which the Job controller
+    writes as sorted intervals ("1,3-5,7")."""
+    text = (status or {}).get("failed_indexes") or ""
+    indexes: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        indexes.extend(range(int(first), int(last or first) + 1))
+    return indexes
+
+
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 
 

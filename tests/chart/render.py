@@ -9,14 +9,31 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import kubernetes_validate
 import yaml
+from kubernetes_validate.utils import latest_version
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "workqueue-job"
-CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+ALL_CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+INDEXED_CI_VALUES = [path for path in ALL_CI_VALUES if path.name.startswith("indexed-")]
+CI_VALUES = [path for path in ALL_CI_VALUES if path not in INDEXED_CI_VALUES]
+"""The queue modes' ci/ files (fine and coarse, with a broker)."""
 BROKER = ("StatefulSet", "demo-workqueue-job-broker")
 """(kind, name) of the bundled broker for the release name the helpers use by default."""
 HELMS = {"helm4": ROOT / ".tools" / "bin" / "helm", "helm3": ROOT / ".tools" / "helm3" / "helm"}
+
+
+KUBE_VERSIONS = ("1.29.0", "1.30.0", latest_version())
+"""The chart's kubeVersion is >=1.29: its two oldest releases, and the newest the validator
+knows."""
+
+
+def validate_strictly(objects: list[dict]) -> None:
+    """Raise unless every object is valid, with no unknown field, for each of KUBE_VERSIONS."""
+    for obj in objects:
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
 
 
 def helm(helm_name: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -72,6 +89,21 @@ def bumped_chart(folder: Path) -> Path:
     meta["version"], meta["appVersion"] = "99.0.0", "99.0.0"
     (bumped / "Chart.yaml").write_text(yaml.safe_dump(meta))
     return bumped
+
+
+def lay_out_tasks(objects: list[dict], extra: list[dict], folder: Path, job: str) -> None:
+    """Write Job ``job``'s projected /tasks volume into ``folder``, as the kubelet would.
+    ConfigMaps come from the render or from ``extra`` (the generator's manifest)."""
+    maps = by_kind_name(objects) | by_kind_name(extra)
+    template = by_kind_name(objects)[("Job", job)]["spec"]["template"]
+    volume = next(v for v in template["spec"]["volumes"] if v["name"] == "tasks")
+    for source in volume["projected"]["sources"]:
+        name = source["configMap"]["name"]
+        if ("ConfigMap", name) not in maps and source["configMap"].get("optional"):
+            continue
+        data = maps[("ConfigMap", name)]["data"]
+        for item in source["configMap"]["items"]:
+            (folder / item["path"]).write_text(data[item["key"]], encoding="utf-8")
 
 
 def load_values(path: Path) -> dict:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from generator import Options, generate
-from render import by_kind_name, render_chart
+from render import by_kind_name, lay_out_tasks, render_chart
 from workqueue.taskfile import iter_tasks
 
 RELEASE_LIMIT = 1024 * 1024  # Helm's release Secret and any Kubernetes object
@@ -23,15 +23,8 @@ YAML_SPECIAL = ["yes", "No", "null", "~", "- x", "{a: b}", "  leading", "#hash",
 
 
 def seeder_source(objects: list[dict], extra: list[dict], folder: Path) -> list[str]:
-    """Lay out the seeder's projected /tasks volume in ``folder`` and read it as the seeder
-    does. ConfigMaps come from the render or from ``extra`` (the generator's manifest)."""
-    maps = by_kind_name(objects) | by_kind_name(extra)
-    seeder = by_kind_name(objects)[("Job", "demo-workqueue-job-seeder")]["spec"]["template"]
-    volume = next(v for v in seeder["spec"]["volumes"] if v["name"] == "tasks")
-    for source in volume["projected"]["sources"]:
-        data = maps[("ConfigMap", source["configMap"]["name"])]["data"]
-        for item in source["configMap"]["items"]:
-            (folder / item["path"]).write_text(data[item["key"]], encoding="utf-8")
+    """The tasks as the seeder reads them from its /tasks volume."""
+    lay_out_tasks(objects, extra, folder, "demo-workqueue-job-seeder")
     return list(iter_tasks(str(folder)))
 
 

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import kubernetes_validate
 import pytest
-from kubernetes_validate.utils import latest_version
 
-from render import CHART, CI_VALUES, helm, job_base_name, render_chart
-
-# The chart's kubeVersion is >=1.29: its two oldest releases, and the newest the validator knows.
-KUBE_VERSIONS = ("1.29.0", "1.30.0", latest_version())
-
-
-def _validate(objects: list[dict]) -> None:
-    for obj in objects:
-        for version in KUBE_VERSIONS:
-            kubernetes_validate.validate(obj, version, strict=True)
+from render import CHART, CI_VALUES, helm, job_base_name, render_chart, validate_strictly
 
 
 def test_ci_folder_covers_every_combination():
@@ -34,7 +23,7 @@ def test_ci_values_lint_render_and_validate(helm_name, values_file):
     objects = render_chart(helm_name=helm_name, files=[values_file])
     assert sorted(job_base_name(o) for o in objects if o["kind"] == "Job") == [
         "demo-workqueue-job-seeder", "demo-workqueue-job-worker"]
-    _validate(objects)
+    validate_strictly(objects)
 
 
 @pytest.mark.parametrize("helm_name", ["helm3", "helm4"])
@@ -42,4 +31,4 @@ def test_no_values_is_a_complete_demo(helm_name):
     objects = render_chart(helm_name=helm_name)
     kinds = sorted(o["kind"] for o in objects)
     assert kinds.count("Job") == 2 and "StatefulSet" in kinds and "Secret" in kinds
-    _validate(objects)
+    validate_strictly(objects)

@@ -33,6 +33,10 @@ BAD_VALUES = {
     "timeout for a handler": ({"worker": {"handler": "m:f", "taskTimeoutSeconds": 5}},
                               "worker/taskTimeoutSeconds"),
     "negative retryDead": ({"retryDead": -1}, "retryDead"),
+    # A failed index fails an Indexed Job, and there is no queue to put dead tasks back in.
+    "indexed with onDead succeed": ({"mode": "indexed", "worker": {"onDead": "succeed"}},
+                                    "worker/onDead"),
+    "indexed with retryDead": ({"mode": "indexed", "retryDead": 1}, "retryDead"),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from render import CI_VALUES, ROOT, template
+from render import ALL_CI_VALUES, ROOT, template
 
 CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
 # Skipped everywhere, each for a reason that holds for every object the chart renders:
@@ -23,7 +23,7 @@ SKIPS = {
 
 
 def test_checkov_finds_nothing(tmp_path):
-    for path in [None, *CI_VALUES]:
+    for path in [None, *ALL_CI_VALUES]:
         out = template(files=[path] if path else [])
         assert out.returncode == 0, out.stderr
         (tmp_path / f"{path.stem if path else 'defaults'}.yaml").write_text(out.stdout)

@@ -8,11 +8,20 @@ from pathlib import Path
 import pytest
 
 import workqueue
-from render import CHART, CI_VALUES, by_kind_name, load_values, pod_specs, render_chart
+from render import (
+    CHART,
+    CI_VALUES,
+    INDEXED_CI_VALUES,
+    by_kind_name,
+    load_values,
+    pod_specs,
+    render_chart,
+)
 from workqueue.cli import build_parser
 
 RUNTIME_SOURCE = "\n".join(p.read_text() for p in Path(workqueue.__file__).parent.rglob("*.py"))
 CASES = [None, *CI_VALUES]
+"""Every rendering with a broker; ANY_CASE adds indexed mode's."""
 CHART_DEFAULTS = load_values(CHART / "values.yaml")
 
 
@@ -20,12 +29,20 @@ def _case_id(case):
     return "defaults" if case is None else case.name.removesuffix("-values.yaml")
 
 
-@pytest.fixture(params=CASES, ids=_case_id)
-def case(request):
-    """(values as the user gave them, the rendered objects) per ci/ file and for no values."""
-    path = request.param
+def _rendered(path):
+    """(values as the user gave them, the rendered objects) for a ci/ file, or no values."""
     files = [] if path is None else [path]
     return (load_values(path) if path else {}), render_chart(files=files)
+
+
+@pytest.fixture(params=CASES, ids=_case_id)
+def case(request):
+    return _rendered(request.param)
+
+
+@pytest.fixture(params=[*CASES, *INDEXED_CI_VALUES], ids=_case_id)
+def any_case(request):
+    return _rendered(request.param)
 
 
 def _task_count(values: dict) -> int:
@@ -58,8 +75,8 @@ def _references(objects: list[dict]):
                         yield "ConfigMap", src["configMap"]["name"], item["key"]
 
 
-def test_every_secret_and_configmap_reference_resolves(case):
-    values, objects = case
+def test_every_secret_and_configmap_reference_resolves(any_case):
+    values, objects = any_case
     rendered = by_kind_name(objects)
     auth = values.get("broker", {}).get("auth", {})
     user_supplied = {("ConfigMap", name, "tasks.jsonl")
@@ -117,14 +134,14 @@ def test_coarse_completions_equal_the_task_count_fine_leaves_them_unset(case):
                          ids=lambda p: p.name.removesuffix("-values.yaml"))
 def test_inline_tasks_reach_the_seeder_unchanged(path):
     values, objects = load_values(path), render_chart(files=[path])
-    chunk = by_kind_name(objects)[("ConfigMap", "demo-workqueue-job-seeder-tasks")]
+    chunk = by_kind_name(objects)[("ConfigMap", "demo-workqueue-job-tasks")]
     lines = chunk["data"]["tasks.jsonl"].splitlines()
     expected = values["tasks"]
     assert [json.loads(line) for line in lines] == expected
 
 
-def test_runtime_commands_and_env_exist_in_the_cli(case):
-    _, objects = case
+def test_runtime_commands_and_env_exist_in_the_cli(any_case):
+    values, objects = any_case
     parser = build_parser()
     # Tunable options say which variable sets them in their help ("env WORKQUEUE_...").
     documented = " ".join(action.help or "" for sub in parser._subparsers._group_actions[0]
@@ -144,11 +161,12 @@ def test_runtime_commands_and_env_exist_in_the_cli(case):
                     read = name in RUNTIME_SOURCE or short in RUNTIME_SOURCE
                     assert read or f"env {name};" in documented, \
                         f"the runtime never reads {name}"
-    assert runtime >= 2
+    # The seeder, the workers and the test pod; indexed mode has only the workers.
+    assert runtime == (1 if values.get("mode") == "indexed" else 3)
 
 
-def test_pods_meet_the_restricted_profile_and_have_resources(case):
-    _, objects = case
+def test_pods_meet_the_restricted_profile_and_have_resources(any_case):
+    _, objects = any_case
     for obj, spec in pod_specs(objects):
         where = f"{obj['kind']} {obj['metadata']['name']}"
         assert spec["securityContext"]["runAsNonRoot"] is True, where

@@ -25,6 +25,7 @@ import yaml
 from docker_engine import ensure_engine
 from e2e_support import (
     LEFTOVER_KINDS,
+    failed_indexes,
     has_default_storage_class,
     image_loader,
     image_pull_problem,
@@ -208,22 +209,24 @@ def _build_and_load(kube: Cluster) -> str:
     return image
 
 
-def install(kube: Cluster, case: str, broker: str, mode: str, command: str,
+def install(kube: Cluster, case: str, broker: str | None, mode: str, command: str,
             *settings: str, helm_name: str = "helm4") -> tuple[str, Path]:
-    """A new namespace with the release installed in it; returns it and the values file."""
+    """A new namespace with the release installed in it; returns it and the values file.
+    ``broker`` None: indexed mode, which has none."""
     namespace = kube.new_namespace(case)
     tasks = kube.workdir / f"{namespace}.txt"
     tasks.write_text("\n".join(TASKS) + "\n")
     values = kube.workdir / f"{namespace}-values.yaml"
-    sh(sys.executable, "-m", "generator", str(tasks), "--broker", broker, "--mode", mode,
-       "--parallelism", "3", "--name", RELEASE, "--image", kube.image,
+    sh(sys.executable, "-m", "generator", str(tasks), *(["--broker", broker] if broker else []),
+       "--mode", mode, "--parallelism", "3", "--name", RELEASE, "--image", kube.image,
        "--command", command, "-o", str(values))
     extra = [arg for setting in settings for arg in ("--set", setting)]
-    if not kube.default_storage and "broker.persistence.enabled=false" not in settings:
+    if broker and not kube.default_storage and "broker.persistence.enabled=false" not in settings:
         # The broker's PVC (persistence is on by default) would stay Pending for good.
         progress("no default StorageClass: installing with broker.persistence.enabled=false")
         extra += ["--set", "broker.persistence.enabled=false"]
-    progress(f"{helm_name} install {RELEASE} -n {namespace} ({broker}, {mode}) {' '.join(extra)}")
+    progress(f"{helm_name} install {RELEASE} -n {namespace} ({broker or 'no broker'}, {mode}) "
+             f"{' '.join(extra)}")
     kube.helm("install", RELEASE, str(CHART), "-f", str(values), "--namespace", namespace,
               *extra, helm_name=helm_name)
     return namespace, values
@@ -385,4 +388,34 @@ def test_a_poison_task_with_on_dead_fail_fails_the_job(cluster):
     test = helm_test(cluster, namespace)
     assert test.returncode != 0
     progress(f"helm test says: {(test.stdout + test.stderr).strip()[-500:]}")
+    finish(cluster, namespace)
+
+
+def test_indexed_job_runs_every_task_without_a_broker(cluster):
+    namespace, _values = install(cluster, "indexed", None, "indexed", DONE)
+    state, why = cluster.verdict(namespace)
+    logs = cluster.worker_logs(namespace)
+    assert state == "complete", f"{why}\n{logs[-3000:]}"
+    assert not missing_tasks(TASKS, logs), f"not in the logs: {missing_tasks(TASKS, logs)}"
+    # One pod per index, and each ran its own task once
+    assert sorted(logs.count(f"done: {task}\n") for task in TASKS) == [1] * len(TASKS)
+    assert not cluster.apps.list_namespaced_stateful_set(namespace).items
+    finish(cluster, namespace)
+
+
+def test_indexed_job_with_a_poison_task_names_its_index(cluster):
+    # Every other index completes; the poison's index fails its two attempts, and the Job
+    # controller fails the Job once all have run (FailedIndexes), listing that index
+    poison = ("sh -c 'test \"$WORKQUEUE_PAYLOAD\" != frame-007 || exit 9; "
+              "echo \"done: $WORKQUEUE_PAYLOAD\"'")
+    namespace, _values = install(cluster, "indexed-poison", None, "indexed", poison,
+                                 "worker.maxAttempts=2")
+    state, why = cluster.verdict(namespace, timeout=FAULT_BOUND)
+    assert state == "failed" and "FailedIndexes" in why, why
+    job = cluster.batch.list_namespaced_job(
+        namespace, label_selector="app.kubernetes.io/component=worker").items[0].to_dict()
+    assert failed_indexes(job["status"]) == [TASKS.index("frame-007")]
+    logs = cluster.worker_logs(namespace)
+    assert missing_tasks(TASKS, logs) == ["frame-007"]
+    assert "failed its last attempt (2 of 2)" in logs
     finish(cluster, namespace)

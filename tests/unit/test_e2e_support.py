@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from e2e_support import (
+    failed_indexes,
     has_default_storage_class,
     image_loader,
     image_pull_problem,
@@ -58,13 +59,13 @@ def test_missing_tasks_reads_worker_logs():
 def test_leftovers_are_the_release_s_objects_only():
     found = {
         "configmaps": [("kube-root-ca.crt", None), ("openshift-service-ca.crt", {}),
-                       ("e2e-workqueue-job-seeder-tasks",
+                       ("e2e-workqueue-job-tasks",
                         {"app.kubernetes.io/instance": "e2e"})],
         "serviceaccounts": [("default", None), ("pipeline", {"app": "openshift"})],
         "pods": [("e2e-workqueue-job-worker-1a2b3c4d-x7k2p", None)],
         "secrets": [("other-release-broker", {"app.kubernetes.io/instance": "other"})],
     }
-    assert leftovers(found, "e2e") == ["configmaps/e2e-workqueue-job-seeder-tasks",
+    assert leftovers(found, "e2e") == ["configmaps/e2e-workqueue-job-tasks",
                                        "pods/e2e-workqueue-job-worker-1a2b3c4d-x7k2p"]
 
 
@@ -80,6 +81,17 @@ def test_job_verdict_gives_the_podfailurepolicy_reason():
                            {"type": "Complete", "status": "True"}]}
     assert job_verdict(done) == ("complete", "CompletionsReached: Reached expected")
     assert job_verdict({"active": 1}) == ("running", "")
+
+
+def test_an_indexed_job_with_a_failed_index_is_failed_and_names_it():
+    # The Job controller's FailedIndexes verdict (pkg/controller/job: JobReasonFailedIndexes)
+    status = {"failed_indexes": "1,3-5,7", "conditions": [
+        {"type": "FailureTarget", "status": "True", "reason": "FailedIndexes",
+         "message": "Job has failed indexes"}]}
+    assert job_verdict(status) == ("failed", "FailedIndexes: Job has failed indexes")
+    assert failed_indexes(status) == [1, 3, 4, 5, 7]
+    assert failed_indexes({"failed_indexes": ""}) == []
+    assert failed_indexes(None) == []
 
 
 def _pod(name: str, waiting: dict | None, image: str = "workqueue-job:0.1.0") -> dict:

@@ -69,6 +69,14 @@ def test_options_land_in_the_values(tmp_path):
     assert values["tasks"] == ["a", "b", "c"] and result.count == 3
 
 
+def test_indexed_mode_writes_no_broker_values(tmp_path):
+    tasks = tmp_path / "t.txt"
+    tasks.write_text("a\nb\n")
+    values = yaml.safe_load(generate(Options(str(tasks), mode="indexed")).values)
+    assert values["mode"] == "indexed" and "broker" not in values
+    assert values["tasks"] == ["a", "b"]
+
+
 def test_big_list_goes_to_chunks_holding_every_task_once_in_order(tmp_path):
     tasks = tmp_path / "t.txt"
     expected = [f"task {i} {'x' * (i % 50)}" for i in range(60_000)]
@@ -110,6 +118,7 @@ def test_stdin_is_read(tmp_path):
     (b"ok\n", ["-o", "tasks.txt"], "-o tasks.txt is the task list itself"),
     (b"ok\n", ["--tasks-manifest", "tasks.txt"], "--tasks-manifest tasks.txt is the task list"),
     (b'""\n', ["--jsonl"], "chart value tasks.0"),
+    (b"ok\n", ["--mode", "indexed", "--broker", "redis"], "indexed mode runs without a broker"),
 ])
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, content, args, message):
     name = "tasks.jsonl" if "--jsonl" in args else "tasks.txt"

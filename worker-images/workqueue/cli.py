@@ -1,4 +1,5 @@
-"""`workqueue` command line: seed, work, status, run-local, purge.
+"""`workqueue` command line: seed, work, status, run-local, dead, retry-dead, purge, and
+run-index (indexed mode, no broker).
 
 Connection settings come from flags or, as in the chart's pods, from the environment:
 WORKQUEUE_BROKER_URL, WORKQUEUE_BROKER_PASSWORD or WORKQUEUE_BROKER_PASSWORD_FILE (never a flag:
@@ -36,7 +37,8 @@ from .errors import (
     other_run_message,
     seed_refused_message,
 )
-from .handlers import CommandHandler, FunctionHandler, import_handler
+from .handlers import CommandHandler, FunctionHandler, Handler, import_handler
+from .indexed import INDEX_ENV, IndexedRun, attempt_from_env, task_at
 from .local import LocalRun, run_local
 from .progress import dead_report, plural, status_line, verdict
 from .runner import MODES, Runner, WorkerConfig
@@ -150,6 +152,27 @@ def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True)
                              "(env WORKQUEUE_RUN_ID)")
 
 
+def _task_args(parser: argparse.ArgumentParser) -> None:
+    """How one task runs: what `work` and `run-index` share."""
+    _tunable(parser, "--max-attempts", positive_int, defaults.MAX_ATTEMPTS,
+             "runs of an item before it is dead-lettered")
+    _tunable(parser, "--grace-seconds", _positive_float, defaults.GRACE_SECONDS,
+             "after SIGTERM, time the running item gets")
+    _tunable(parser, "--task-timeout", _non_negative_float, 0,
+             "seconds a task's command may run before it is stopped (with its children) and "
+             "the attempt fails; 0: no limit")
+
+
+def _handler_args(parser: argparse.ArgumentParser) -> None:
+    """What runs each task: --handler, or the command after `--`."""
+    parser.add_argument("--handler", default=_env("HANDLER"), metavar="MODULE:FUNCTION",
+                        help="call this Python function with each item instead of running a "
+                             "command (env WORKQUEUE_HANDLER); it raises to fail the item")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                        help="run per item; gets the payload on stdin, in $WORKQUEUE_PAYLOAD "
+                             "and in place of {}")
+
+
 def _worker_args(parser: argparse.ArgumentParser) -> None:
     _tunable(parser, "--mode", _one_of(*MODES), "fine",
              "fine: drain the queue; coarse: settle one item and exit")
@@ -157,17 +180,11 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
              "items leased per round trip in fine mode")
     _tunable(parser, "--lease-seconds", _positive_float, defaults.LEASE_SECONDS,
              "lease length; renewed while the item runs")
-    _tunable(parser, "--max-attempts", positive_int, defaults.MAX_ATTEMPTS,
-             "runs of an item before it is dead-lettered")
-    _tunable(parser, "--grace-seconds", _positive_float, defaults.GRACE_SECONDS,
-             "after SIGTERM, time the running item gets")
+    _task_args(parser)
     _tunable(parser, "--on-dead", _one_of("fail", "succeed"), "fail",
              "exit code once drained with dead-lettered items: fail (3) or succeed (0)")
     _tunable(parser, "--seed-timeout", _positive_float, defaults.SEED_TIMEOUT_SECONDS,
              "seconds an idle worker waits for seeding to complete before it exits 7")
-    _tunable(parser, "--task-timeout", _non_negative_float, 0,
-             "seconds a task's command may run before it is stopped (with its children) and "
-             "the attempt fails; 0: no limit")
     _retry_round_arg(parser, "the retry-dead round to wait for before calling the queue "
                              "drained (the chart's retryDead)")
 
@@ -203,12 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("work", help="lease and run items until the queue is drained")
     _connection_args(p)
     _worker_args(p)
-    p.add_argument("--handler", default=_env("HANDLER"), metavar="MODULE:FUNCTION",
-                   help="call this Python function with each item instead of running a "
-                        "command (env WORKQUEUE_HANDLER); it raises to fail the item")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND",
-                   help="run per item; gets the payload on stdin, in $WORKQUEUE_PAYLOAD and "
-                        "in place of {}")
+    _handler_args(p)
+
+    p = sub.add_parser("run-index", help="run the task at this pod's index of an Indexed Job "
+                                         "(the chart's mode: indexed; no broker)")
+    p.add_argument("--tasks", default=_env("TASKS"),
+                   help="task file or folder of *.jsonl chunks (env WORKQUEUE_TASKS)")
+    p.add_argument("--format", choices=FORMATS, default="auto",
+                   help="text (one task per line) or jsonl; auto goes by the file name")
+    p.add_argument("--index", type=_whole_number, default=os.environ.get(INDEX_ENV),
+                   help=f"the task's 0-based index in the list (env {INDEX_ENV}, which the "
+                        "Job controller sets)")
+    p.add_argument("--expect-count", type=positive_int, default=_env("EXPECT_COUNT"),
+                   help="fail unless the list holds exactly this many tasks (the Job's "
+                        "completions), so that a missing chunk cannot shift the indexes")
+    _task_args(p)
+    _handler_args(p)
 
     p = sub.add_parser("status", help="show queue progress")
     _connection_args(p)
@@ -285,14 +312,18 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_work(args: argparse.Namespace) -> int:
+def _handler(args: argparse.Namespace) -> Handler:
     if args.handler and args.cmd:
         raise ConfigError("give either --handler or a command after `--`, not both")
     if args.handler and args.task_timeout:
         raise ConfigError("--task-timeout stops commands; a --handler function cannot be "
                           "stopped safely, so time it out inside the function instead")
-    handler = (FunctionHandler(import_handler(args.handler)) if args.handler
-               else CommandHandler(_command(args), args.task_timeout))
+    return (FunctionHandler(import_handler(args.handler)) if args.handler
+            else CommandHandler(_command(args), args.task_timeout))
+
+
+def cmd_work(args: argparse.Namespace) -> int:
+    handler = _handler(args)
     broker = _open(args)
     runner = Runner(broker, handler, _worker_config(args))
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
@@ -300,6 +331,20 @@ def cmd_work(args: argparse.Namespace) -> int:
         return runner.run()
     finally:
         broker.close()
+
+
+def cmd_run_index(args: argparse.Namespace) -> int:
+    if args.index is None:
+        raise ConfigError(f"{INDEX_ENV} is not set: run-index runs in the pods of an Indexed Job "
+                          "(completionMode: Indexed), or give --index N")
+    if not args.tasks:
+        raise ConfigError("no tasks given: pass --tasks FILE or set WORKQUEUE_TASKS")
+    handler = _handler(args)
+    attempt = attempt_from_env(os.environ)
+    payload = task_at(args.tasks, args.index, args.format, args.expect_count)
+    run = IndexedRun(handler, args.grace_seconds)
+    signal.signal(signal.SIGTERM, lambda *_: run.request_stop())
+    return run.run(args.index, payload, attempt, args.max_attempts)
 
 
 class EnvSettings:
@@ -420,7 +465,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"seed": cmd_seed, "work": cmd_work, "status": cmd_status,
+COMMANDS = {"seed": cmd_seed, "work": cmd_work, "run-index": cmd_run_index, "status": cmd_status,
             "run-local": cmd_run_local, "dead": cmd_dead, "retry-dead": cmd_retry_dead,
             "purge": cmd_purge}
 

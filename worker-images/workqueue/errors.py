@@ -33,17 +33,20 @@ class ExitCode:
 
 EXIT_CODES = (
     ExitCode(EXIT_OK, "worker: the queue is drained (coarse: its task settled); seeder: seeded; "
-             "status --require-drained: every task done", "pod succeeds"),
-    ExitCode(EXIT_ERROR, "status --require-drained: tasks remain; otherwise any other error "
-             "(a broker error that may pass, another seeder running, or a bug)",
-             "counted against backoffLimit; the pod is retried"),
+             "status --require-drained: every task done; run-index: the task is done",
+             "pod succeeds"),
+    ExitCode(EXIT_ERROR, "run-index: the task failed; status --require-drained: tasks remain; "
+             "otherwise any other error (a broker error that may pass, another seeder running, "
+             "or a bug)", "counted against backoffLimit (indexed: against the index's "
+             "maxAttempts); the pod is retried"),
     ExitCode(EXIT_CONFIG, "bad flag, environment variable or broker credentials",
              "FailJob at once"),
     ExitCode(EXIT_DEAD, "drained, but tasks were dead-lettered and onDead is fail",
              "FailJob at once"),
     ExitCode(EXIT_SEED_REFUSED, "seeder: the list cannot be seeded (bad task line, count "
              "mismatch, a missing tasksFrom ConfigMap, another list in the queue, broker full); "
-             "worker and status: the seeder said so, with its reason", "FailJob at once"),
+             "worker and status: the seeder said so, with its reason; run-index: the list "
+             "cannot be read, or does not hold the Job's count of tasks", "FailJob at once"),
     ExitCode(EXIT_BROKER_UNREACHABLE, "the broker stayed unreachable past the connect timeout "
              "or worker.brokerOutageSeconds", "FailJob at once"),
     ExitCode(EXIT_STATE_LOST, "the broker lost the queue (restarted without "

@@ -181,7 +181,7 @@ class Runner:
         while index < len(deliveries) and not self._stop.is_set():
             delivery = deliveries[index]
             supervisor.running = True
-            error = run_one(self.handler, delivery)
+            error = run_one(self.handler, delivery.item)
             supervisor.running = False
             if supervisor.cancelled:
                 log.info("item %s stopped for shutdown; returning it to the queue",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from .broker import Consumer, Delivery
 from .errors import TaskFailed
 from .handlers import Handler
+from .message import Item
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,10 @@ TICK_SECONDS = 0.2
 """How often the supervisor looks at the running item."""
 
 
-def run_one(handler: Handler, delivery: Delivery) -> str | None:
+def run_one(handler: Handler, item: Item) -> str | None:
     """Run one item; its error message, or None on success."""
     try:
-        handler.run(delivery.item)
+        handler.run(item)
     except TaskFailed as exc:
         return str(exc) or "failed"
     except Exception as exc:  # any error of the user code fails the item

@@ -319,3 +319,45 @@ affinity:
 {{- required "worker.serviceAccount.name is required when worker.serviceAccount.create is false" .Values.worker.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* "true" in the queue modes (fine, coarse), "" in indexed mode, which has no broker. */}}
+{{- define "workqueue-job.usesBroker" -}}
+{{- if ne .Values.mode "indexed" }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the chart deploys the broker itself: a queue mode without broker.external. */}}
+{{- define "workqueue-job.bundledBroker" -}}
+{{- if and (include "workqueue-job.usesBroker" .) (not .Values.broker.external.enabled) }}true{{ end }}
+{{- end }}
+
+{{/* The ConfigMap the chart writes the inline `tasks` to. */}}
+{{- define "workqueue-job.tasksConfigMapName" -}}
+{{- include "workqueue-job.fullname" . }}-tasks
+{{- end }}
+
+{{/*
+The task list as a volume of `*.jsonl` chunks in order, for the seeder, or for indexed mode's
+workers: the tasksFrom ConfigMaps, or the chart's own ConfigMap of the inline tasks.
+*/}}
+{{- define "workqueue-job.tasksVolume" -}}
+- name: tasks
+  projected:
+    sources:
+      {{- if .Values.tasksFrom.configMaps }}
+      {{- range $index, $name := .Values.tasksFrom.configMaps }}
+      - configMap:
+          name: {{ $name }}
+          # Optional, so a ConfigMap that was never applied leaves a chunk missing, which the
+          # seeder or an indexed worker reports (a count mismatch, exit 4), instead of the pod
+          # waiting forever in ContainerCreating for a volume it cannot mount.
+          optional: true
+          items:
+            - {key: tasks.jsonl, path: {{ printf "%05d.jsonl" $index }}}
+      {{- end }}
+      {{- else }}
+      - configMap:
+          name: {{ include "workqueue-job.tasksConfigMapName" . }}
+          items:
+            - {key: tasks.jsonl, path: 00000.jsonl}
+      {{- end }}
+{{- end }}

@@ -61,24 +61,5 @@ template:
           {{- include "workqueue-job.brokerAuthMount" . | nindent 10 }}
     volumes:
       {{- include "workqueue-job.brokerAuthVolume" . | nindent 6 }}
-      - name: tasks
-        projected:
-          sources:
-            {{- if .Values.tasksFrom.configMaps }}
-            {{- range $index, $name := .Values.tasksFrom.configMaps }}
-            - configMap:
-                name: {{ $name }}
-                # Optional, so a ConfigMap that was never applied leaves a chunk missing, which
-                # the seeder reports (a count mismatch, exit 4), instead of the pod waiting
-                # forever in ContainerCreating for a volume it cannot mount.
-                optional: true
-                items:
-                  - {key: tasks.jsonl, path: {{ printf "%05d.jsonl" $index }}}
-            {{- end }}
-            {{- else }}
-            - configMap:
-                name: {{ include "workqueue-job.seeder.fullname" . }}-tasks
-                items:
-                  - {key: tasks.jsonl, path: 00000.jsonl}
-            {{- end }}
+      {{- include "workqueue-job.tasksVolume" . | nindent 6 }}
 {{- end }}

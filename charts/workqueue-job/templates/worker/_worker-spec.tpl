@@ -4,18 +4,35 @@ the pod template): their digest names the Job (workqueue-job.jobName), so that a
 changes one of them makes a new Job.
 */}}
 {{- define "workqueue-job.worker.fixedSpec" -}}
-{{- $coarse := eq .Values.mode "coarse" }}
+{{- $indexed := not (include "workqueue-job.usesBroker" .) }}
 {{- $w := .Values.worker }}
-{{- if $coarse }}
+{{- if eq .Values.mode "coarse" }}
 # coarse: one completion per task, counted by the chart, never by hand.
 completions: {{ include "workqueue-job.taskCount" . }}
+{{- else if $indexed }}
+# indexed: one index per task. The Job controller retries each index on its own, so a failing
+# task never uses up the others' retries, and lists the indexes that failed every attempt in
+# status.failedIndexes once every index has run.
+completionMode: Indexed
+completions: {{ include "workqueue-job.taskCount" . }}
+backoffLimitPerIndex: {{ sub (int $w.maxAttempts) 1 }}
 {{- end }}
-# Exit codes as in the README's table (`workqueue --help`). Each listed here is final: a new
-# pod would meet the same broker, settings or queue, so the Job fails at once with the pod's
-# message instead of retrying up to backoffLimit or running forever. 1 (a bug) and 143
-# (SIGTERM) are retried.
+# Exit codes as in the README's table (`workqueue --help`). Each listed under FailJob is final:
+# a new pod would meet the same settings{{ if not $indexed }}, broker or queue{{ end }}, so the Job fails at once with the
+# pod's message instead of retrying or running forever.
 podFailurePolicy:
   rules:
+    {{- if $indexed }}
+    # 2 bad settings (a command not found, a cluster without backoffLimitPerIndex), 4 the task
+    # list does not match the Job (a tasksFrom ConfigMap missing or changed). 1 (the task
+    # failed) and 143 (SIGTERM) count against the pod's index.
+    - action: FailJob
+      onExitCodes:
+        containerName: worker
+        operator: In
+        values: [2, 4]
+    {{- else }}
+    # 1 (a bug) and 143 (SIGTERM) are retried, up to backoffLimit.
     # 2 bad settings or credentials, 3 tasks dead-lettered with onDead=fail, 4 the seeder
     # could not seed (its reason follows), 5 broker away past brokerOutageSeconds, 6 broker
     # lost the queue, 7 no seeding within seedTimeoutSeconds, 8 the queue holds another run.
@@ -24,7 +41,8 @@ podFailurePolicy:
         containerName: worker
         operator: In
         values: [2, 3, 4, 5, 6, 7, 8]
-    # Evictions and preemptions give their items back; they are not the task's fault.
+    {{- end }}
+    # Evictions and preemptions are not the task's fault (in the queue modes, their items go back).
     - action: Ignore
       onPodConditions:
         - type: DisruptionTarget
@@ -33,11 +51,19 @@ template:
   metadata:
     labels:
       {{- include "workqueue-job.podLabels" (dict "context" . "component" "worker") | nindent 6 }}
+      {{- if not $indexed }}
       {{- include "workqueue-job.brokerClientLabel" . | nindent 6 }}
+      {{- end }}
       {{- with .Values.podLabels }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
-    {{- with .Values.podAnnotations }}
+    {{- $annotations := .Values.podAnnotations }}
+    {{- if $indexed }}
+    {{- /* The run, so that a changed task list or `rerun` makes a new Job (jobName): in the
+    queue modes the run's queue name does that. */}}
+    {{- $annotations = merge (dict "workqueue-job/run" (include "workqueue-job.runId" .)) $annotations }}
+    {{- end }}
+    {{- with $annotations }}
     annotations:
       {{- toYaml . | nindent 6 }}
     {{- end }}
@@ -54,8 +80,12 @@ template:
       - name: worker
         image: {{ include "workqueue-job.image" . }}
         imagePullPolicy: {{ .Values.image.pullPolicy }}
-        command: ["workqueue", "work"]
+        command: ["workqueue", {{ ternary "run-index" "work" $indexed | quote }}]
         args:
+          {{- if $indexed }}
+          - "--tasks"
+          - "/tasks"
+          {{- end }}
           {{- if $w.handler }}
           - "--handler"
           - {{ $w.handler | quote }}
@@ -66,18 +96,28 @@ template:
           {{- end }}
           {{- end }}
         env:
+          {{- if $indexed }}
+          - name: WORKQUEUE_EXPECT_COUNT
+            value: {{ include "workqueue-job.taskCount" . | quote }}
+          # The Job controller counts the index's failures in this annotation.
+          - name: WORKQUEUE_INDEX_FAILURES
+            valueFrom:
+              fieldRef:
+                fieldPath: metadata.annotations['batch.kubernetes.io/job-index-failure-count']
+          {{- else }}
           {{- include "workqueue-job.brokerEnv" . | nindent 10 }}
           - {name: WORKQUEUE_MODE, value: {{ .Values.mode | quote }}}
-          - {name: WORKQUEUE_MAX_ATTEMPTS, value: {{ $w.maxAttempts | quote }}}
           - {name: WORKQUEUE_LEASE_SECONDS, value: {{ $w.leaseSeconds | quote }}}
           - {name: WORKQUEUE_BATCH_SIZE, value: {{ $w.batchSize | quote }}}
           - {name: WORKQUEUE_ON_DEAD, value: {{ $w.onDead | quote }}}
           - {name: WORKQUEUE_SEED_TIMEOUT, value: {{ $w.seedTimeoutSeconds | quote }}}
+          - {name: WORKQUEUE_CONNECT_TIMEOUT, value: {{ $w.brokerOutageSeconds | quote }}}
+          - {name: WORKQUEUE_OUTAGE_SECONDS, value: {{ $w.brokerOutageSeconds | quote }}}
+          {{- end }}
+          - {name: WORKQUEUE_MAX_ATTEMPTS, value: {{ $w.maxAttempts | quote }}}
           {{- if $w.taskTimeoutSeconds }}
           - {name: WORKQUEUE_TASK_TIMEOUT, value: {{ $w.taskTimeoutSeconds | quote }}}
           {{- end }}
-          - {name: WORKQUEUE_CONNECT_TIMEOUT, value: {{ $w.brokerOutageSeconds | quote }}}
-          - {name: WORKQUEUE_OUTAGE_SECONDS, value: {{ $w.brokerOutageSeconds | quote }}}
           - name: WORKQUEUE_GRACE_SECONDS
             value: {{ max 1 (sub (int $w.terminationGracePeriodSeconds) 10) | quote }}
           {{- with $w.env }}
@@ -93,14 +133,22 @@ template:
           {{- include "workqueue-job.containerSecurityContext" (dict "uid" (include "workqueue-job.runtimeUid" .)) | nindent 10 }}
         volumeMounts:
           - {name: tmp, mountPath: /tmp}
+          {{- if $indexed }}
+          - {name: tasks, mountPath: /tasks, readOnly: true}
+          {{- else }}
           {{- include "workqueue-job.brokerAuthMount" . | nindent 10 }}
+          {{- end }}
           {{- with $w.extraVolumeMounts }}
           {{- toYaml . | nindent 10 }}
           {{- end }}
     volumes:
       - name: tmp
         emptyDir: {}
+      {{- if $indexed }}
+      {{- include "workqueue-job.tasksVolume" . | nindent 6 }}
+      {{- else }}
       {{- include "workqueue-job.brokerAuthVolume" . | nindent 6 }}
+      {{- end }}
       {{- with $w.extraVolumes }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
