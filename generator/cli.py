@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workqueue.cli import positive_int
+from workqueue.cli import positive_int, whole_number
 from workqueue.progress import plural
 from workqueue.taskfile import FORMATS
 
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task-timeout", type=positive_int, metavar="SECONDS",
                         help="stop a task's command after this long and fail the attempt "
                              "(chart default: no limit)")
+    parser.add_argument("--retry-delay", type=whole_number, metavar="SECONDS",
+                        help="wait before a failed task's first retry, doubling for each later "
+                             "one; 0: retry at once (chart default: 10)")
     parser.add_argument("--name", default="myjob",
                         help="Helm release name; names the task ConfigMaps (default %(default)s)")
     parser.add_argument("-o", "--output", type=Path, help="values file to write (default stdout)")
@@ -90,6 +93,7 @@ def _options(args: argparse.Namespace) -> Options:
                    mode=args.mode,
                    parallelism=args.parallelism, image=args.image, command=args.command,
                    max_attempts=args.max_attempts, task_timeout=args.task_timeout,
+                   retry_delay=args.retry_delay,
                    output=args.output,
                    tasks_manifest=args.tasks_manifest, inline_max_bytes=args.inline_max_bytes,
                    chart=args.chart)

@@ -35,6 +35,7 @@ DNS-1035 labels, which start with a letter and hold no dots."""
 FLAGS = {"mode": "--mode", "broker.type": "--broker", "worker.parallelism": "--parallelism",
          "worker.command": "--command", "worker.maxAttempts": "--max-attempts",
          "worker.taskTimeoutSeconds": "--task-timeout",
+         "worker.retryDelaySeconds": "--retry-delay",
          "image.repository": "--image", "image.tag": "--image"}
 
 
@@ -52,6 +53,7 @@ class Options:
     command: list[str] | None = None
     max_attempts: int | None = None
     task_timeout: int | None = None
+    retry_delay: int | None = None
     output: Path | None = None
     tasks_manifest: Path | None = None
     inline_max_bytes: int = INLINE_MAX_BYTES
@@ -192,8 +194,13 @@ def _values(options: Options, chart: Chart, tasks: list[str], count: int,
     elif options.broker:
         raise GeneratorError("--broker: indexed mode runs without a broker; drop --broker, or "
                              "use --mode fine or coarse")
+    elif options.retry_delay is not None:
+        raise GeneratorError("--retry-delay: indexed mode retries with the Job controller's own "
+                             "backoff; drop --retry-delay, or use --mode fine or coarse")
     if options.task_timeout is not None:
         values["worker"]["taskTimeoutSeconds"] = options.task_timeout
+    if options.retry_delay is not None:
+        values["worker"]["retryDelaySeconds"] = options.retry_delay
     if config_maps:
         values["tasks"] = []
         values["tasksFrom"] = {"configMaps": config_maps, "count": count, "checksum": checksum}
@@ -222,7 +229,8 @@ def _finish(options: Options, chart: Chart, env: Environment, tasks: list[str], 
         image_repository=values["image"]["repository"], image_tag=values["image"]["tag"],
         command=values["worker"]["command"], parallelism=values["worker"]["parallelism"],
         max_attempts=values["worker"]["maxAttempts"],
-        task_timeout=values["worker"].get("taskTimeoutSeconds"), checksum=checksum)
+        task_timeout=values["worker"].get("taskTimeoutSeconds"),
+        retry_delay=values["worker"].get("retryDelaySeconds"), checksum=checksum)
     # What is written must be what was checked: parse it back.
     if yaml.safe_load(text) != values:
         raise GeneratorError("internal error: the rendered values do not read back as built; "

@@ -33,6 +33,9 @@ BAD_VALUES = {
     "timeout for a handler": ({"worker": {"handler": "m:f", "taskTimeoutSeconds": 5}},
                               "worker/taskTimeoutSeconds"),
     "negative retryDead": ({"retryDead": -1}, "retryDead"),
+    "negative retry delay": ({"worker": {"retryDelaySeconds": -1}}, "worker/retryDelaySeconds"),
+    "zero retry delay cap": ({"worker": {"retryDelayMaxSeconds": 0}},
+                             "worker/retryDelayMaxSeconds"),
     # A failed index fails an Indexed Job, and there is no queue to put dead tasks back in.
     "indexed with onDead succeed": ({"mode": "indexed", "worker": {"onDead": "succeed"}},
                                     "worker/onDead"),

@@ -129,6 +129,8 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("worker.taskTimeoutSeconds", 600, {}),
     ("worker.brokerOutageSeconds", 60, {}),
     ("worker.onDead", "succeed", {}),
+    ("worker.retryDelaySeconds", 30, {}),
+    ("worker.retryDelayMaxSeconds", 60, {}),
     ("worker.terminationGracePeriodSeconds", 90, {}),
     ("worker.activeDeadlineSeconds", 7200, {}),
     ("worker.backoffLimit", 2, {}),

@@ -43,6 +43,16 @@ def test_a_task_timeout_lands_in_the_worker_values_only_when_given(tmp_path):
     assert refused.returncode == 2 and "--task-timeout: 0 is too small" in refused.stderr
 
 
+def test_a_retry_delay_lands_in_the_worker_values_only_when_given(tmp_path):
+    tasks = tmp_path / "tasks.txt"
+    tasks.write_text("a\n")
+    delayed = yaml.safe_load(generate(Options(str(tasks), retry_delay=0)).values)
+    assert delayed["worker"]["retryDelaySeconds"] == 0
+    assert "retryDelaySeconds" not in yaml.safe_load(generate(Options(str(tasks))).values)["worker"]
+    refused = run(str(tasks), "--mode", "indexed", "--retry-delay", "5", cwd=tmp_path)
+    assert refused.returncode == 2 and "Job controller's own backoff" in refused.stderr
+
+
 def test_jsonl_values_become_payloads_and_yaml_specials_survive(tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("\n".join(json.dumps(t) for t in [*YAML_SPECIAL, {"n": 1}]) + "\n")

@@ -39,6 +39,8 @@ class Status:
     done: int
     dead: int
     retried: int = 0
+    delayed: int = 0
+    """Of the ``pending`` items, those waiting out a retry delay (worker.retryDelaySeconds)."""
     run: str | None = None
     exists: bool = True
     """False when the broker holds no state at all for this queue: never seeded, or lost."""
@@ -114,8 +116,11 @@ class Consumer(ABC):
         return self.ack_many(done), self.fetch(count)
 
     @abstractmethod
-    def fail(self, delivery: Delivery, error: str, max_attempts: int) -> Outcome:
-        """Retry the item (RETRY) or dead-letter it after ``max_attempts`` runs (DEAD)."""
+    def fail(self, delivery: Delivery, error: str, max_attempts: int,
+             retry_delay: float = 0.0) -> Outcome:
+        """Retry the item (RETRY) or dead-letter it after ``max_attempts`` runs (DEAD). A retry
+        is not leased again before ``retry_delay`` seconds have passed, and waits on the broker,
+        not in this worker: other items go on meanwhile, and a worker that dies loses nothing."""
 
     @abstractmethod
     def release(self, deliveries: Sequence[Delivery]) -> None:

@@ -73,7 +73,7 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
-def _whole_number(text: str) -> int:
+def whole_number(text: str) -> int:
     """argparse type: 0 or more."""
     return _int_at_least(text, 0)
 
@@ -181,6 +181,11 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
     _tunable(parser, "--lease-seconds", _positive_float, defaults.LEASE_SECONDS,
              "lease length; renewed while the item runs")
     _task_args(parser)
+    _tunable(parser, "--retry-delay", _non_negative_float, defaults.RETRY_DELAY_SECONDS,
+             "seconds a failed item waits before its first retry, doubling (with jitter) for "
+             "each later one; 0: retry at once")
+    _tunable(parser, "--retry-delay-max", _positive_float, defaults.RETRY_DELAY_MAX_SECONDS,
+             "longest wait before a retry, in seconds")
     _tunable(parser, "--on-dead", _one_of("fail", "succeed"), "fail",
              "exit code once drained with dead-lettered items: fail (3) or succeed (0)")
     _tunable(parser, "--seed-timeout", _positive_float, defaults.SEED_TIMEOUT_SECONDS,
@@ -190,7 +195,7 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _retry_round_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
-    _tunable(parser, "--retry-dead-round", _whole_number, 0, help_text)
+    _tunable(parser, "--retry-dead-round", whole_number, 0, help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task file or folder of *.jsonl chunks (env WORKQUEUE_TASKS)")
     p.add_argument("--format", choices=FORMATS, default="auto",
                    help="text (one task per line) or jsonl; auto goes by the file name")
-    p.add_argument("--index", type=_whole_number, default=os.environ.get(INDEX_ENV),
+    p.add_argument("--index", type=whole_number, default=os.environ.get(INDEX_ENV),
                    help=f"the task's 0-based index in the list (env {INDEX_ENV}, which the "
                         "Job controller sets)")
     p.add_argument("--expect-count", type=positive_int, default=_env("EXPECT_COUNT"),
@@ -292,6 +297,8 @@ def _open(args: argparse.Namespace):
 def _worker_config(args: argparse.Namespace) -> WorkerConfig:
     return WorkerConfig(mode=args.mode, batch_size=args.batch_size,
                         lease_seconds=args.lease_seconds, max_attempts=args.max_attempts,
+                        retry_delay_seconds=args.retry_delay,
+                        retry_delay_max_seconds=args.retry_delay_max,
                         grace_seconds=args.grace_seconds, fail_on_dead=args.on_dead == "fail",
                         run_id=args.run_id, seed_timeout_seconds=args.seed_timeout,
                         retry_round=args.retry_dead_round)
@@ -413,7 +420,8 @@ def cmd_run_local(args: argparse.Namespace) -> int:
     worker_args = ["--batch-size", str(args.batch_size), "--lease-seconds",
                    str(args.lease_seconds), "--max-attempts", str(args.max_attempts),
                    "--grace-seconds", str(args.grace_seconds), "--on-dead", args.on_dead,
-                   "--task-timeout", str(args.task_timeout)]
+                   "--task-timeout", str(args.task_timeout), "--retry-delay",
+                   str(args.retry_delay), "--retry-delay-max", str(args.retry_delay_max)]
     run = LocalRun(tasks=args.tasks, command=_command(args), parallelism=args.parallelism,
                    mode=args.mode, queue=args.queue, worker_args=worker_args,
                    fail_on_dead=args.on_dead == "fail", verbose=args.verbose)

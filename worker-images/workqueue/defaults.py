@@ -12,6 +12,13 @@ BATCH_SIZE = 1
 MAX_ATTEMPTS = 3
 """Runs of one item before it is dead-lettered, counting the first."""
 
+RETRY_DELAY_SECONDS = 0.0
+"""Wait before the first retry of a failed item, in seconds; each later retry waits twice as
+long (with jitter) up to RETRY_DELAY_MAX_SECONDS. 0: retry at once. The chart sets 10."""
+
+RETRY_DELAY_MAX_SECONDS = 300.0
+"""Longest wait before a retry, in seconds."""
+
 SEED_BATCH_SIZE = 1000
 """Tasks written to the broker per atomic seeding step."""
 

@@ -21,11 +21,12 @@ def status_line(status: Status) -> str:
     if not status.seeded:
         head = "seeding" if total else "waiting for the seeder"
         return f"{head}: {status.pending} pending, {status.leased} leased, {status.done} done"
+    delayed = f" ({status.delayed} waiting to retry)" if status.delayed else ""
     filled = BAR_WIDTH * settled // total if total else BAR_WIDTH
     bar = "#" * filled + "." * (BAR_WIDTH - filled)
     percent = 100 * settled // total if total else 100
     return (f"[{bar}] {percent:3d}% {settled}/{total} settled: done {status.done}, "
-            f"dead {status.dead}, pending {status.pending}, leased {status.leased}, "
+            f"dead {status.dead}, pending {status.pending}{delayed}, leased {status.leased}, "
             f"retries {status.retried}")
 
 

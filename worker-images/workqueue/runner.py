@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .backoff import retry_delay
 from .broker import Broker, Consumer, Delivery, Fetch, Outcome
 from .defaults import (
     BATCH_SIZE,
@@ -18,6 +19,8 @@ from .defaults import (
     LEASE_SECONDS,
     MAX_ATTEMPTS,
     POLL_SECONDS,
+    RETRY_DELAY_MAX_SECONDS,
+    RETRY_DELAY_SECONDS,
     SEED_TIMEOUT_SECONDS,
     WAIT_LOG_SECONDS,
 )
@@ -49,6 +52,8 @@ class WorkerConfig:
     batch_size: int = BATCH_SIZE
     lease_seconds: float = LEASE_SECONDS
     max_attempts: int = MAX_ATTEMPTS
+    retry_delay_seconds: float = RETRY_DELAY_SECONDS
+    retry_delay_max_seconds: float = RETRY_DELAY_MAX_SECONDS
     grace_seconds: float = GRACE_SECONDS
     fail_on_dead: bool = True
     poll_seconds: float = POLL_SECONDS
@@ -225,8 +230,11 @@ class Runner:
                     count)
 
     def _fail(self, consumer: Consumer, delivery: Delivery, error: str) -> None:
+        config = self.config
+        delay = retry_delay(delivery.item.attempt, config.retry_delay_seconds,
+                            config.retry_delay_max_seconds)
         try:
-            outcome = consumer.fail(delivery, error, self.config.max_attempts)
+            outcome = consumer.fail(delivery, error, config.max_attempts, delay)
         except ConnectionLost:
             log.warning("item %s: result not recorded (connection lost); it will run again",
                         delivery.item.id)
@@ -297,7 +305,8 @@ class _Waiting:
         if now >= self.next_log:
             if seeded:
                 log.info("nothing to lease for %.0fs: the remaining items are held by other "
-                         "workers; their leases come back if those workers died", now - self.since)
+                         "workers (their leases come back if those workers died) or wait out "
+                         "a retry delay", now - self.since)
             else:
                 left = self.config.seed_timeout_seconds - (now - self.started)
                 log.info("waiting for the seeder to finish (%.0fs so far; giving up in %.0fs)",

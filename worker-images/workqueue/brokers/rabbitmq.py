@@ -7,6 +7,8 @@ Queues, all durable, named ``wq.<queue>.<role>``:
   retries  one receipt per retry          seed     one message: the seeding cursor
   seeded   one message once seeding is complete: {total, fingerprint}
   refused  one message while the seeder's last attempt was refused: its reason
+  delayed  quorum queue of failed items waiting out their retry delay: each has a TTL, and the
+           server moves it to `tasks` when that runs out (at-least-once dead-lettering)
 
 Settling items publishes their receipt and acks the deliveries in one AMQP transaction, so each
 item is counted exactly once, as done or dead. That makes "drained" exact: done + dead == total.
@@ -62,7 +64,7 @@ NOT_FOUND = 404
 
 
 class RabbitMQBroker(Broker):
-    """A queue made of five RabbitMQ queues (see the module docstring)."""
+    """A queue made of the RabbitMQ queues the module docstring lists."""
 
     def __init__(self, url: str, queue: str, password: str | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
@@ -113,8 +115,17 @@ class RabbitMQBroker(Broker):
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.names["dead"],
         })
+        # An expired retry moves to `tasks` exactly as a crash-safe publish would: quorum
+        # queues dead-letter at least once (RabbitMQ 3.10+) only with reject-publish overflow.
+        channel.queue_declare(self.names["delayed"], durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.names["tasks"],
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        })
         for role, name in self.names.items():
-            if role != "tasks":
+            if role not in ("tasks", "delayed"):
                 channel.queue_declare(name, durable=True)
 
     def _on_channel(self, action: Callable[[BlockingChannel], T]) -> T:
@@ -252,11 +263,12 @@ class RabbitMQBroker(Broker):
     def status(self) -> Status:
         marker = self.peek("seeded")
         cursor = marker or self.peek("seed")
-        pending, done, dead = self.count("tasks"), self.done_count(), self.count("dead")
+        delayed = self.count("delayed")
+        pending, done, dead = self.count("tasks") + delayed, self.done_count(), self.count("dead")
         total = marker["total"] if marker else None
         leased = max(total - pending - done - dead, 0) if total is not None else 0
         return Status(seeded=marker is not None, total=total, pending=pending, leased=leased,
-                      done=done, dead=dead, retried=self.count("retries"),
+                      done=done, dead=dead, retried=self.count("retries"), delayed=delayed,
                       run=cursor.get("run") if cursor else None,
                       exists=cursor is not None or pending + done + dead > 0)
 
@@ -359,7 +371,8 @@ class RabbitMQBroker(Broker):
 
 def _queue_names(queue: str) -> dict[str, str]:
     return {role: f"wq.{queue}.{role}"
-            for role in ("tasks", "done", "dead", "retries", "seed", "seeded", "refused")}
+            for role in ("tasks", "done", "dead", "retries", "seed", "seeded", "refused",
+                         "delayed")}
 
 
 def _dead_item(props: pika.BasicProperties, body: bytes) -> DeadItem:
@@ -538,7 +551,8 @@ class _RabbitConsumer(Consumer):
         # A transaction is not atomic across queues: a broker that crashes mid-commit can keep
         # a receipt and lose its acks, so those items run again and are counted twice. The
         # count alone could then reach the total early; nothing may be waiting either.
-        return Fetch(drained=resolved >= self.total and self.broker.count("tasks") == 0)
+        return Fetch(drained=resolved >= self.total and self.broker.count("tasks") == 0
+                     and self.broker.count("delayed") == 0)
 
     def ack(self, delivery: Delivery) -> Outcome:
         return self.ack_many([delivery])[0]
@@ -562,7 +576,8 @@ class _RabbitConsumer(Consumer):
 
         return self._settle(action) if deliveries else []
 
-    def fail(self, delivery: Delivery, error: str, max_attempts: int) -> Outcome:
+    def fail(self, delivery: Delivery, error: str, max_attempts: int,
+             retry_delay: float = 0.0) -> Outcome:
         item = delivery.item
         if item.attempt >= max_attempts:
             self._settle(lambda: self._bury(delivery.handle, {"id": item.id,
@@ -571,7 +586,7 @@ class _RabbitConsumer(Consumer):
             return Outcome.DEAD
 
         def action() -> Outcome:
-            self._publish_item(item, item.attempt + 1, error)
+            self._publish_item(item, item.attempt + 1, error, delay=retry_delay)
             self.channel.basic_publish("", self.broker.names["retries"], item.id,
                                        pika.BasicProperties(delivery_mode=PERSISTENT))
             self._ack(delivery.handle)
@@ -608,12 +623,19 @@ class _RabbitConsumer(Consumer):
             except ConnectionLost:
                 log.info("released items return to the queue with the dropped connection")
 
-    def _publish_item(self, item: Item, attempt: int, item_error: str | None) -> None:
+    def _publish_item(self, item: Item, attempt: int, item_error: str | None,
+                      delay: float = 0.0) -> None:
+        """To `tasks`, or with ``delay`` seconds above 0 to `delayed`, which hands it to `tasks`
+        once its TTL (the delay) runs out."""
         headers: dict[str, object] = {ATTEMPT_HEADER: attempt}
         if item_error is not None:
             headers[ERROR_HEADER] = item_error[:1000]
-        self.channel.basic_publish("", self.broker.names["tasks"], encode(item.id, item.payload),
-                                   pika.BasicProperties(delivery_mode=PERSISTENT, headers=headers))
+        milliseconds = int(delay * 1000)
+        self.channel.basic_publish(
+            "", self.broker.names["delayed" if milliseconds > 0 else "tasks"],
+            encode(item.id, item.payload),
+            pika.BasicProperties(delivery_mode=PERSISTENT, headers=headers,
+                                 expiration=str(milliseconds) if milliseconds > 0 else None))
 
     def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
         try:

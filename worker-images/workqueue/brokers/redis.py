@@ -36,7 +36,7 @@ _LUA = resources.files(__package__) / "lua"
 _PRELUDE = (_LUA / "common.lua").read_text()
 _SCRIPTS = ("enqueue", "fetch", "ack", "nack", "release", "extend", "retry_dead")
 _KEY_NAMES = ("state", "pending", "leases", "owners", "attempts", "items", "errors", "done", "dead",
-              "refused")
+              "refused", "delayed")
 
 
 def _queue_keys(queue: str) -> list[str]:
@@ -49,7 +49,7 @@ def _server_name(url: str) -> str:
 
 
 class RedisBroker(Broker):
-    """A queue kept in nine keys sharing the hash tag ``{queue}``."""
+    """A queue kept in the keys lua/common.lua lists, sharing the hash tag ``{queue}``."""
 
     def __init__(self, url: str, queue: str, password: str | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
@@ -189,15 +189,16 @@ class RedisBroker(Broker):
         def read() -> list:
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(k["state"]).llen(k["pending"]).zcard(k["leases"])
-                pipe.scard(k["done"]).hlen(k["dead"])
+                pipe.scard(k["done"]).hlen(k["dead"]).zcard(k["delayed"])
                 return pipe.execute()
 
-        state, pending, leased, done, dead = self.call(read)
+        state, pending, leased, done, dead, delayed = self.call(read)
         return Status(
             seeded=state.get("complete") == "1",
             total=int(state["total"]) if "total" in state else None,
-            pending=pending, leased=leased, done=done, dead=dead,
-            retried=int(state.get("retried", 0)), run=state.get("run"), exists=bool(state),
+            pending=pending + delayed, leased=leased, done=done, dead=dead,
+            retried=int(state.get("retried", 0)), delayed=delayed, run=state.get("run"),
+            exists=bool(state),
         )
 
     def dead_items(self, limit: int) -> list[DeadItem]:
@@ -294,8 +295,10 @@ class _RedisConsumer(Consumer):
         done = self.broker.run("ack", self.worker, *(d.item.id for d in deliveries))
         return [Outcome.DONE if ok else Outcome.LOST for ok in done]
 
-    def fail(self, delivery: Delivery, error: str, max_attempts: int) -> Outcome:
-        return Outcome(self.broker.run("nack", self.worker, max_attempts, delivery.item.id, error))
+    def fail(self, delivery: Delivery, error: str, max_attempts: int,
+             retry_delay: float = 0.0) -> Outcome:
+        return Outcome(self.broker.run("nack", self.worker, max_attempts, delivery.item.id, error,
+                                       int(retry_delay * 1000)))
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:

@@ -111,6 +111,8 @@ template:
           - {name: WORKQUEUE_BATCH_SIZE, value: {{ $w.batchSize | quote }}}
           - {name: WORKQUEUE_ON_DEAD, value: {{ $w.onDead | quote }}}
           - {name: WORKQUEUE_SEED_TIMEOUT, value: {{ $w.seedTimeoutSeconds | quote }}}
+          - {name: WORKQUEUE_RETRY_DELAY, value: {{ $w.retryDelaySeconds | quote }}}
+          - {name: WORKQUEUE_RETRY_DELAY_MAX, value: {{ $w.retryDelayMaxSeconds | quote }}}
           - {name: WORKQUEUE_CONNECT_TIMEOUT, value: {{ $w.brokerOutageSeconds | quote }}}
           - {name: WORKQUEUE_OUTAGE_SECONDS, value: {{ $w.brokerOutageSeconds | quote }}}
           {{- end }}

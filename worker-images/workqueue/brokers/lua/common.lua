@@ -11,8 +11,10 @@
 --   8 done      set of ids done
 --   9 dead      hash id -> JSON {payload, error, attempts}
 --  10 refused   string: why the seeder could not seed (read by workers from Python)
-local state, pending, leases, owners, attempts, items, errors, done, dead =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+--  11 delayed   sorted set id -> when a failed item may run again (ms, server clock); it joins
+--               `pending` once that time has come (fetch.lua)
+local state, pending, leases, owners, attempts, items, errors, done, dead, delayed =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[11]
 
 -- The server's clock, in ms: every pod compares leases against one clock.
 local function now_ms()
@@ -37,8 +39,9 @@ local function unlease(id)
   redis.call('HDEL', owners, id)
 end
 
--- After a failed run: dead-letter once max_attempts runs have started, else queue it again.
-local function retry_or_bury(id, err, max_attempts)
+-- After a failed run: dead-letter once max_attempts runs have started, else queue it again,
+-- at once or, with delay_ms above 0, once that long has passed.
+local function retry_or_bury(id, err, max_attempts, delay_ms)
   local runs = tonumber(redis.call('HGET', attempts, id) or '0')
   if runs >= max_attempts then
     local payload = redis.call('HGET', items, id)
@@ -49,7 +52,11 @@ local function retry_or_bury(id, err, max_attempts)
     return 'dead'
   end
   redis.call('HSET', errors, id, err)
-  redis.call('RPUSH', pending, id)
+  if delay_ms > 0 then
+    redis.call('ZADD', delayed, now_ms() + delay_ms, id)
+  else
+    redis.call('RPUSH', pending, id)
+  end
   redis.call('HINCRBY', state, 'retried', 1)
   return 'retry'
 end

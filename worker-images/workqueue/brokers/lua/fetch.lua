@@ -5,8 +5,9 @@
 -- Returns {acked, kind, extra}; `acked` holds one 1 (done) or 0 (lease lost) per id done, and
 -- kind is one of:
 --   'items'    extra = {id1, payload1, attempt1, ...}
---   'drained'  seeding is complete and nothing is pending or leased
---   'empty'    nothing to lease now; extra = 1 once seeding is complete (others hold leases)
+--   'drained'  seeding is complete and nothing is pending, delayed or leased
+--   'empty'    nothing to lease now; extra = 1 once seeding is complete (others hold leases,
+--              or failed items wait out their retry delay)
 --   'nostate'  no seeding has started, or the state is gone (the caller knows which)
 --   'otherrun' the queue was seeded for another run; extra = that run
 local worker, count, lease_ms, max_attempts, run =
@@ -26,7 +27,13 @@ local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   unlease(id)
-  retry_or_bury(id, 'lease expired: its worker stopped sending heartbeats (killed, evicted or lost with its node)', max_attempts)
+  retry_or_bury(id, 'lease expired: its worker stopped sending heartbeats (killed, evicted or lost with its node)', max_attempts, 0)
+end
+-- Failed items whose retry delay is over join the end of the queue.
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 100)
+for _, id in ipairs(due) do
+  redis.call('ZREM', delayed, id)
+  redis.call('RPUSH', pending, id)
 end
 local out = {}
 while #out < count * 3 do
@@ -44,7 +51,7 @@ end
 if #out > 0 then
   return {acked, 'items', out}
 end
-if complete == '1' and redis.call('ZCARD', leases) == 0 then
+if complete == '1' and redis.call('ZCARD', leases) == 0 and redis.call('ZCARD', delayed) == 0 then
   return {acked, 'drained'}
 end
 return {acked, 'empty', complete == '1' and 1 or 0}
