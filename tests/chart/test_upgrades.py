@@ -131,6 +131,7 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("worker.onDead", "succeed", {}),
     ("worker.retryDelaySeconds", 30, {}),
     ("worker.retryDelayMaxSeconds", 60, {}),
+    ("worker.captureResult", True, {}),
     ("worker.terminationGracePeriodSeconds", 90, {}),
     ("worker.activeDeadlineSeconds", 7200, {}),
     ("worker.backoffLimit", 2, {}),

@@ -8,12 +8,13 @@ with ack (done), fail (retry or dead-letter) or release (given back unstarted).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from .message import Item
+from .report import TaskRecord
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Status:
     run: str | None = None
     exists: bool = True
     """False when the broker holds no state at all for this queue: never seeded, or lost."""
+    seeded_at: float | None = None
+    """When seeding completed (Unix seconds): the start of the run's clock, for throughput."""
 
     @property
     def drained(self) -> bool:
@@ -77,6 +80,16 @@ class Delivery:
 
     item: Item
     handle: Any = field(default=None, compare=False)
+    record: TaskRecord | None = field(default=None, compare=False)
+    """How it went, set by the worker before it settles the item: the broker keeps it for the
+    report in the same step as the settle (a failure's record only if it dead-letters)."""
+
+
+def record_text(delivery: Delivery, outcome: str) -> str:
+    """The broker's form of ``delivery``'s record; a bare one (outcome and runs) for a delivery
+    settled without one, as callers of the Python API may."""
+    record = delivery.record or TaskRecord(delivery.item.id, outcome, delivery.item.attempt)
+    return record.encode()
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,14 @@ class Broker(ABC):
     @abstractmethod
     def dead_items(self, limit: int) -> list[DeadItem]:
         """Up to ``limit`` dead-lettered items, oldest first."""
+
+    @abstractmethod
+    def records(self) -> Iterator[TaskRecord]:
+        """The report: one record per settled task (the latest, after retry-dead rounds)."""
+
+    @abstractmethod
+    def record_sample(self, size: int) -> list[TaskRecord]:
+        """Up to ``size`` records, cheaply, for the run-time percentiles `status` shows."""
 
     @abstractmethod
     def purge(self) -> None:

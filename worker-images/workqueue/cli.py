@@ -9,6 +9,7 @@ flags show in `ps`), WORKQUEUE_QUEUE.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -37,15 +38,33 @@ from .errors import (
     other_run_message,
     seed_refused_message,
 )
-from .handlers import CommandHandler, FunctionHandler, Handler, import_handler
+from .handlers import (
+    RESULT_MAX_CHARS,
+    CommandHandler,
+    FunctionHandler,
+    Handler,
+    import_handler,
+)
 from .indexed import INDEX_ENV, IndexedRun, attempt_from_env, task_at
 from .local import LocalRun, run_local
-from .progress import dead_report, plural, status_line, verdict
+from .progress import (
+    dead_report,
+    overall_rate,
+    pace,
+    plural,
+    status_line,
+    summary_table,
+    verdict,
+)
+from .report import write_csv, write_jsonl
 from .runner import MODES, Runner, WorkerConfig
 from .seeding import seed
 from .taskfile import FORMATS, task_file
 
 log = logging.getLogger(__name__)
+
+SUMMARY_SAMPLE = 2000
+"""Records `status` reads for its per-task table; `workqueue report` reads them all."""
 
 EXAMPLES = """\
 examples:
@@ -225,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("work", help="lease and run items until the queue is drained")
     _connection_args(p)
     _worker_args(p)
+    _tunable(p, "--capture-result", _one_of("false", "true"), "false",
+             "true: keep each task's result in the report (the last line its command prints "
+             "on stdout, or what its --handler function returns), up to "
+             f"{RESULT_MAX_CHARS} characters")
     _handler_args(p)
 
     p = sub.add_parser("run-index", help="run the task at this pod's index of an Indexed Job "
@@ -265,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "text"), default="jsonl",
                    help="jsonl (one JSON string per task; any payload) or text (one task per "
                         "line); `workqueue seed` reads either back as it was seeded")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (default stdout)")
+
+    p = sub.add_parser("report", help="write how each settled task went: outcome, runs, run "
+                                      "time, exit code, worker, error, result")
+    _connection_args(p)
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
+                   help="jsonl (one JSON object per task) or csv (a header row first)")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default stdout)")
 
     p = sub.add_parser("retry-dead", help="put the dead-lettered tasks back in the queue with "
@@ -325,8 +355,9 @@ def _handler(args: argparse.Namespace) -> Handler:
     if args.handler and args.task_timeout:
         raise ConfigError("--task-timeout stops commands; a --handler function cannot be "
                           "stopped safely, so time it out inside the function instead")
-    return (FunctionHandler(import_handler(args.handler)) if args.handler
-            else CommandHandler(_command(args), args.task_timeout))
+    capture = getattr(args, "capture_result", "false") == "true"
+    return (FunctionHandler(import_handler(args.handler), capture) if args.handler
+            else CommandHandler(_command(args), args.task_timeout, capture))
 
 
 def cmd_work(args: argparse.Namespace) -> int:
@@ -375,10 +406,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     broker = _open(args)
     try:
         status = broker.status()
+        rate = overall_rate(status, time.time())
         while args.watch and not status.drained:
-            print(status_line(status), flush=True)
+            print(" · ".join(filter(None, [status_line(status), pace(status, rate)])),
+                  flush=True)
             time.sleep(args.watch)
-            status = broker.status()
+            before, status = status, broker.status()
+            # The pace of the last interval: it follows changes that the overall one hides.
+            recent = (status.done + status.dead - before.done - before.dead) / args.watch
+            rate = recent or overall_rate(status, time.time())
         refusal = None if status.seeded else broker.seed_refusal()
         problem = (SeedRefused(seed_refused_message(broker.queue, refusal))
                    if refusal else _wrong_state(status, args.run_id, broker.queue, broker.server))
@@ -386,6 +422,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"workqueue: error: {problem}")
         else:
             print(status_line(status))
+            if not status.drained and (line := pace(status, rate)):
+                print(line)
+            table = summary_table(broker.record_sample(SUMMARY_SAMPLE),
+                                  status.done + status.dead)
+            if table:
+                print(table)
             print(verdict(status))
         if args.dead and status.dead:
             print(dead_report(broker.dead_items(args.dead)))
@@ -452,6 +494,20 @@ def cmd_dead(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    broker = _open(args)
+    writer = write_csv if args.format == "csv" else write_jsonl
+    try:
+        with (open(args.output, "w", encoding="utf-8", newline="") if args.output
+              else contextlib.nullcontext(sys.stdout)) as out:
+            out.writelines(writer(broker.records()))
+    finally:
+        broker.close()
+    if args.output:
+        log.info("wrote the report to %s", args.output)
+    return 0
+
+
 def cmd_retry_dead(args: argparse.Namespace) -> int:
     broker = _open(args)
     try:
@@ -474,7 +530,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"seed": cmd_seed, "work": cmd_work, "run-index": cmd_run_index, "status": cmd_status,
-            "run-local": cmd_run_local, "dead": cmd_dead, "retry-dead": cmd_retry_dead,
+            "run-local": cmd_run_local, "dead": cmd_dead, "report": cmd_report,
+            "retry-dead": cmd_retry_dead,
             "purge": cmd_purge}
 
 

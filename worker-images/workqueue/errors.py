@@ -142,7 +142,12 @@ class ConnectionLost(WorkqueueError):
 
 
 class TaskFailed(Exception):
-    """Raised by a handler to fail the current item with a short reason."""
+    """Raised by a handler to fail the current item with a short reason; a command's runner
+    gives the exit code too (negative: killed by that signal), for the report."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def lost_state_message(queue: str, server: str) -> str:

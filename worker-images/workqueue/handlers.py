@@ -13,7 +13,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from .brokers import PASSWORD_ENV
 from .errors import ConfigError, TaskFailed
@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 PLACEHOLDER = "{}"
 STDERR_TAIL_LINES = 5
 """Lines of a failed command's stderr kept as the item's error."""
+RESULT_MAX_CHARS = 256
+"""Longest line kept of a command's output: each error line, and the result (the last
+non-blank stdout line, with worker.captureResult)."""
 KILL_AFTER_SECONDS = 5.0
 """After asking a cancelled command to stop (SIGTERM), wait this long before SIGKILL."""
 MAX_ARG_BYTES = 128 * 1024 - 1
@@ -35,9 +38,13 @@ may hold the pipe; that process group is killed first)."""
 
 
 class Handler(Protocol):
-    """Runs one item; raises TaskFailed (or any exception) to fail it."""
+    """Runs one item; raises TaskFailed (or any exception) to fail it. Returns the item's
+    result for the report when asked to capture one, else None."""
 
-    def run(self, item: Item) -> None: ...
+    success_code: int | None
+    """The exit code a run that succeeded reports: 0 for a command, None for a function."""
+
+    def run(self, item: Item) -> str | None: ...
 
     def cancel(self) -> None: ...
 
@@ -53,9 +60,13 @@ class CommandHandler:
     The command runs in a process group of its own: cancelling it signals the whole group, and
     processes it leaves behind are killed when it exits, so neither can hold the worker up."""
 
-    def __init__(self, argv: Sequence[str], timeout_seconds: float = 0) -> None:
+    success_code = 0
+
+    def __init__(self, argv: Sequence[str], timeout_seconds: float = 0,
+                 capture_result: bool = False) -> None:
         """``timeout_seconds`` above 0 stops a run that takes longer (its whole group, as
-        a cancel does) and fails the attempt."""
+        a cancel does) and fails the attempt. ``capture_result`` keeps the last line of the
+        command's stdout (still copied to ours) as the item's result."""
         if not argv:
             raise ConfigError("no command given: put the command to run per task after `--`")
         if shutil.which(argv[0]) is None:
@@ -64,12 +75,13 @@ class CommandHandler:
             )
         self.argv = list(argv)
         self.timeout_seconds = timeout_seconds
+        self.capture_result = capture_result
         # The user's program needs the task, not the queue's credentials.
         self._env = {k: v for k, v in os.environ.items() if k not in PASSWORD_ENV}
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
-    def run(self, item: Item) -> None:
+    def run(self, item: Item) -> str | None:
         data = item.payload.encode()
         env = {**self._env, "WORKQUEUE_ITEM_ID": item.id,
                "WORKQUEUE_ATTEMPT": str(item.attempt)}
@@ -85,11 +97,16 @@ class CommandHandler:
             log.info("item %s: the task %s, so it is passed on stdin only ($WORKQUEUE_PAYLOAD "
                      "is unset)", item.id, why_not)
         with self._lock:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          env=env, start_new_session=True)
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                stdout=subprocess.PIPE if self.capture_result else None, start_new_session=True)
         proc = self._proc
-        tail = _StderrTail(proc)
+        tail = _Tail(proc.stderr, sys.stderr.buffer, STDERR_TAIL_LINES)  # type: ignore[arg-type]
         tail.start()
+        result = None
+        if self.capture_result:
+            result = _Tail(proc.stdout, sys.stdout.buffer, 1)  # type: ignore[arg-type]
+            result.start()
         try:
             proc.stdin.write(data if data.endswith(b"\n") else data + b"\n")  # type: ignore[union-attr]
             proc.stdin.close()  # type: ignore[union-attr]
@@ -102,13 +119,18 @@ class CommandHandler:
             code = None
         _signal_group(proc, signal.SIGKILL)
         tail.join(STDERR_DRAIN_SECONDS)
+        if result is not None:
+            result.join(STDERR_DRAIN_SECONDS)
         if code is None:
             raise TaskFailed(f"timed out after {self.timeout_seconds:g}s "
-                             "(worker.taskTimeoutSeconds, --task-timeout)")
+                             "(worker.taskTimeoutSeconds, --task-timeout)", proc.returncode)
         if code != 0:
             reason = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
             detail = " | ".join(line for line in tail.lines if line)
-            raise TaskFailed(f"{reason}: {detail}" if detail else reason)
+            raise TaskFailed(f"{reason}: {detail}" if detail else reason, code)
+        if result is None or not result.lines:
+            return None
+        return result.lines[-1]
 
     def cancel(self) -> None:
         with self._lock:
@@ -143,19 +165,22 @@ def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(proc.pid, signum)
 
 
-class _StderrTail(threading.Thread):
-    """Copies the command's stderr to ours and keeps its last lines for the error report."""
+class _Tail(threading.Thread):
+    """Copies one of the command's outputs to ours and keeps its last non-blank lines (for the
+    error, or the result)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, source: BinaryIO, copy_to: BinaryIO, keep: int) -> None:
         super().__init__(daemon=True)
-        self.proc = proc
-        self.lines: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.source, self.copy_to = source, copy_to
+        self.lines: deque[str] = deque(maxlen=keep)
 
     def run(self) -> None:
-        for raw in self.proc.stderr:  # type: ignore[union-attr]
-            sys.stderr.buffer.write(raw)
-            sys.stderr.flush()
-            self.lines.append(raw.decode("utf-8", "replace").strip()[:200])
+        for raw in self.source:
+            self.copy_to.write(raw)
+            self.copy_to.flush()
+            line = raw.decode("utf-8", "replace").strip()
+            if line:
+                self.lines.append(line[:RESULT_MAX_CHARS])
 
 
 def import_handler(spec: str) -> Callable[[Item], object]:
@@ -175,13 +200,20 @@ def import_handler(spec: str) -> Callable[[Item], object]:
 
 
 class FunctionHandler:
-    """Calls ``func(item)`` in-process; an exception fails the item with its message."""
+    """Calls ``func(item)`` in-process; an exception fails the item with its message. With
+    ``capture_result``, what it returns (as text) is the item's result."""
 
-    def __init__(self, func: Callable[[Item], object]) -> None:
+    success_code = None
+
+    def __init__(self, func: Callable[[Item], object], capture_result: bool = False) -> None:
         self.func = func
+        self.capture_result = capture_result
 
-    def run(self, item: Item) -> None:
-        self.func(item)
+    def run(self, item: Item) -> str | None:
+        value = self.func(item)
+        if not self.capture_result or value is None:
+            return None
+        return str(value)[:RESULT_MAX_CHARS]
 
     def cancel(self) -> None:
         """A Python call cannot be interrupted safely; the grace period lets it finish."""

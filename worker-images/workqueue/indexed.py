@@ -79,7 +79,7 @@ class IndexedRun:
         """Run the task; the exit code says how it went (see `workqueue --help`)."""
         item = Item(item_id(index), payload, attempt)
         log.info("index %d: running its task (attempt %d of %d)", index, attempt, max_attempts)
-        error = run_one(self.handler, item)
+        error = run_one(self.handler, item).error
         stopping = self._stopping
         if stopping is not None:
             stopping.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .broker import DeadItem, Status
+from .report import TaskRecord, durations
 
 BAR_WIDTH = 30
 
@@ -56,3 +57,52 @@ def dead_report(items: list[DeadItem]) -> str:
         lines.append(f"  {item.id}  attempts={item.attempts}  task: {payload}  "
                      f"error: {item.error}")
     return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    if value < 60:
+        return f"{value:.2f} s" if value < 10 else f"{value:.0f} s"
+    if value < 3600:
+        return f"{value / 60:.0f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def pace(status: Status, rate: float | None) -> str | None:
+    """Throughput and, while tasks remain, the time left at that pace. ``rate`` is settled
+    tasks per second (None: not known yet)."""
+    if not rate:
+        return None
+    line = f"throughput {rate:.2f} tasks/s"
+    left = (status.total or 0) - status.done - status.dead
+    if status.seeded and left > 0:
+        line += f", about {_seconds(left / rate)} left"
+    return line
+
+
+def overall_rate(status: Status, now: float) -> float | None:
+    """Settled tasks per second since seeding completed."""
+    settled = status.done + status.dead
+    if status.seeded_at is None or settled == 0 or now <= status.seeded_at:
+        return None
+    return settled / (now - status.seeded_at)
+
+
+def summary_table(records: list[TaskRecord], settled: int) -> str | None:
+    """Per outcome: tasks, runs and the run time of their last run (p50, p95), from the
+    records; says so when they are a sample of the ``settled`` tasks."""
+    if not records:
+        return None
+    rows = [f"  {'outcome':<8}{'tasks':>8}{'runs':>8}{'p50':>10}{'p95':>10}"]
+    for outcome in ("done", "dead"):
+        group = [r for r in records if r.outcome == outcome]
+        times = durations(group)
+        if not group:
+            continue
+        p50, p95 = (_seconds(times.p50), _seconds(times.p95)) if times else ("-", "-")
+        rows.append(f"  {outcome:<8}{len(group):>8}{sum(r.attempts for r in group):>8}"
+                    f"{p50:>10}{p95:>10}")
+    head = "per task (the report; `workqueue report` has every task):"
+    if len(records) < settled:
+        head = (f"per task, from a sample of {len(records)} of the {settled} settled "
+                "(`workqueue report` has every task):")
+    return "\n".join([head, *rows])

@@ -35,6 +35,7 @@ from .errors import (
 )
 from .handlers import Handler
 from .progress import plural
+from .report import settled
 from .supervisor import Supervisor, run_one
 
 log = logging.getLogger(__name__)
@@ -186,16 +187,18 @@ class Runner:
         while index < len(deliveries) and not self._stop.is_set():
             delivery = deliveries[index]
             supervisor.running = True
-            error = run_one(self.handler, delivery.item)
+            run = run_one(self.handler, delivery.item)
             supervisor.running = False
             if supervisor.cancelled:
                 log.info("item %s stopped for shutdown; returning it to the queue",
                          delivery.item.id)
                 break
             index += 1
+            delivery.record = settled(delivery.item.id, "dead" if run.error else "done",
+                                      delivery.item.attempt, run, self.worker_id)
             with supervisor.lock:
-                if error is not None:
-                    self._fail(consumer, delivery, error)
+                if run.error is not None:
+                    self._fail(consumer, delivery, run.error)
                     continue
                 if not done:
                     first_done = time.monotonic()

@@ -19,6 +19,7 @@ from .broker import Consumer, Delivery
 from .errors import TaskFailed
 from .handlers import Handler
 from .message import Item
+from .report import TaskRun
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +27,16 @@ TICK_SECONDS = 0.2
 """How often the supervisor looks at the running item."""
 
 
-def run_one(handler: Handler, item: Item) -> str | None:
-    """Run one item; its error message, or None on success."""
+def run_one(handler: Handler, item: Item) -> TaskRun:
+    """Run one item and time it."""
+    started = time.monotonic()
     try:
-        handler.run(item)
+        result = handler.run(item)
     except TaskFailed as exc:
-        return str(exc) or "failed"
+        return TaskRun(str(exc) or "failed", time.monotonic() - started, exc.exit_code)
     except Exception as exc:  # any error of the user code fails the item
-        return f"{type(exc).__name__}: {exc}"
-    return None
+        return TaskRun(f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+    return TaskRun(None, time.monotonic() - started, handler.success_code, result)
 
 
 class Supervisor(threading.Thread):

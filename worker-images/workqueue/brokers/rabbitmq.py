@@ -9,6 +9,8 @@ Queues, all durable, named ``wq.<queue>.<role>``:
   refused  one message while the seeder's last attempt was refused: its reason
   delayed  quorum queue of failed items waiting out their retry delay: each has a TTL, and the
            server moves it to `tasks` when that runs out (at-least-once dead-lettering)
+  report   records of settled items, [[id, record], ...] per message: one message per settle,
+           published in its transaction, and merged into chunks as the report is read
 
 Settling items publishes their receipt and acks the deliveries in one AMQP transaction, so each
 item is counted exactly once, as done or dead. That makes "drained" exact: done + dead == total.
@@ -22,8 +24,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
+import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -32,7 +37,17 @@ import pika.exceptions as amqp
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
 
-from ..broker import Broker, Consumer, DeadItem, Delivery, Fetch, Outcome, SeedState, Status
+from ..broker import (
+    Broker,
+    Consumer,
+    DeadItem,
+    Delivery,
+    Fetch,
+    Outcome,
+    SeedState,
+    Status,
+    record_text,
+)
 from ..defaults import CONNECT_TIMEOUT_SECONDS, OUTAGE_SECONDS
 from ..errors import (
     BrokerAuthError,
@@ -46,6 +61,7 @@ from ..errors import (
     other_run_message,
 )
 from ..message import Item, MalformedItem, decode, encode, item_id
+from ..report import TaskRecord
 from .outage import retry_until
 
 log = logging.getLogger(__name__)
@@ -58,6 +74,8 @@ SAFETY_DELIVERY_LIMIT = 1000
 """Server-side cap on redeliveries, above any maxAttempts; RabbitMQ 4 drops at 20 by default."""
 _RECOVERABLE = (amqp.AMQPConnectionError, amqp.AMQPChannelError, amqp.StreamLostError,
                 amqp.ConnectionWrongStateError, amqp.ChannelWrongStateError)
+REPORT_CHUNK = 1000
+"""Records per report message once merged."""
 NOT_FOUND = 404
 """AMQP reply code for a queue that does not exist: ours were declared, so they were deleted
 (or the broker restarted without its data)."""
@@ -124,9 +142,18 @@ class RabbitMQBroker(Broker):
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         })
+        # Version 2 keeps a classic queue's messages on disk, not in memory (the default from
+        # RabbitMQ 4.0; 3.10 and later take the argument): a million records cost disk only.
+        channel.queue_declare(self.names["report"], durable=True,
+                              arguments={"x-queue-version": 2})
         for role, name in self.names.items():
-            if role not in ("tasks", "delayed"):
+            if role not in ("tasks", "delayed", "report"):
                 channel.queue_declare(name, durable=True)
+
+    def publish_records(self, channel: BlockingChannel, pairs: list[list[str]]) -> None:
+        """Part of the caller's transaction: records as [id, record] pairs."""
+        channel.basic_publish("", self.names["report"], json.dumps(pairs, ensure_ascii=False),
+                              pika.BasicProperties(delivery_mode=PERSISTENT))
 
     def _on_channel(self, action: Callable[[BlockingChannel], T]) -> T:
         """Run a queue-wide call, reopening the connection once if it was dropped: it sits idle
@@ -224,7 +251,8 @@ class RabbitMQBroker(Broker):
             channel.basic_ack(method.delivery_tag)
         if new.complete:
             channel.basic_publish("", self.names["seeded"], json.dumps({
-                "total": new.total, "fingerprint": new.fingerprint, "run": new.run}),
+                "total": new.total, "fingerprint": new.fingerprint, "run": new.run,
+                "at": round(time.time(), 3)}),
                 pika.BasicProperties(delivery_mode=PERSISTENT))
         channel.tx_commit()
         return new
@@ -270,6 +298,7 @@ class RabbitMQBroker(Broker):
         return Status(seeded=marker is not None, total=total, pending=pending, leased=leased,
                       done=done, dead=dead, retried=self.count("retries"), delayed=delayed,
                       run=cursor.get("run") if cursor else None,
+                      seeded_at=marker.get("at") if marker else None,
                       exists=cursor is not None or pending + done + dead > 0)
 
     def dead_items(self, limit: int) -> list[DeadItem]:
@@ -286,6 +315,76 @@ class RabbitMQBroker(Broker):
             finally:
                 channel.close()
             return found
+
+        return self._on_channel(action)
+
+    def records(self) -> Iterator[TaskRecord]:
+        """Every record, read once; the messages are merged into chunks of REPORT_CHUNK records
+        as they go by, so the next read takes fewer. A task settled more than once (in several
+        retry-dead rounds) is reported by its latest record, with the runs of all of them."""
+        latest: dict[str, TaskRecord] = {}
+        for task_id, record in self._read_report():
+            before = latest.get(task_id)
+            if before is not None:
+                newer, older = ((record, before) if (record.finished or 0) >= (before.finished or 0)
+                                else (before, record))
+                record = replace(newer, attempts=newer.attempts + older.attempts)
+            latest[task_id] = record
+        payloads = {item.id: item.payload for item in self.dead_items(sys.maxsize)}
+        for task_id, record in latest.items():
+            if record.outcome == "dead" and task_id in payloads:
+                record = replace(record, payload=payloads[task_id])
+            yield record
+
+    def _read_report(self) -> Iterator[tuple[str, TaskRecord]]:
+        def action(_main: BlockingChannel) -> list[tuple[str, TaskRecord]]:
+            channel = self.connection.channel()
+            found: list[list[str]] = []
+            try:
+                channel.tx_select()
+                waiting = channel.queue_declare(self.names["report"], passive=True)
+                left = waiting.method.message_count
+                chunk: list[list[str]] = []
+                last = 0
+                while left > 0:
+                    method, _props, body = channel.basic_get(self.names["report"])
+                    if method is None:
+                        break
+                    left -= 1
+                    pairs = json.loads(body)
+                    found.extend(pairs)
+                    chunk.extend(pairs)
+                    last = method.delivery_tag
+                    if len(chunk) >= REPORT_CHUNK or left == 0:
+                        self.publish_records(channel, chunk)
+                        channel.basic_ack(last, multiple=True)
+                        channel.tx_commit()
+                        chunk = []
+                if chunk:
+                    self.publish_records(channel, chunk)
+                    channel.basic_ack(last, multiple=True)
+                    channel.tx_commit()
+            finally:
+                channel.close()
+            return [(task_id, TaskRecord.decode(task_id, text)) for task_id, text in found]
+
+        return iter(self._on_channel(action))
+
+    def record_sample(self, size: int) -> list[TaskRecord]:
+        def action(_main: BlockingChannel) -> list[TaskRecord]:
+            # A channel of its own: closing it hands every message it took back to the queue.
+            channel = self.connection.channel()
+            found: list[TaskRecord] = []
+            try:
+                while len(found) < size:
+                    method, _props, body = channel.basic_get(self.names["report"])
+                    if method is None:
+                        break
+                    found.extend(TaskRecord.decode(task_id, text)
+                                 for task_id, text in json.loads(body))
+            finally:
+                channel.close()
+            return found[:size]
 
         return self._on_channel(action)
 
@@ -372,7 +471,7 @@ class RabbitMQBroker(Broker):
 def _queue_names(queue: str) -> dict[str, str]:
     return {role: f"wq.{queue}.{role}"
             for role in ("tasks", "done", "dead", "retries", "seed", "seeded", "refused",
-                         "delayed")}
+                         "delayed", "report")}
 
 
 def _dead_item(props: pika.BasicProperties, body: bytes) -> DeadItem:
@@ -558,10 +657,12 @@ class _RabbitConsumer(Consumer):
         return self.ack_many([delivery])[0]
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        # One transaction: every receipt and every ack land together, or none do.
+        # One transaction: every receipt, record and ack land together, or none do.
         def action() -> list[Outcome]:
             self.channel.basic_publish("", self.broker.names["done"], _receipt(len(deliveries)),
                                        pika.BasicProperties(delivery_mode=PERSISTENT))
+            self.broker.publish_records(self.channel, [[d.item.id, record_text(d, "done")]
+                                                       for d in deliveries])
             tags = {delivery.handle for delivery in deliveries}
             last = max(tags)
             if {tag for tag in self.unacked if tag <= last} == tags:
@@ -582,7 +683,7 @@ class _RabbitConsumer(Consumer):
         if item.attempt >= max_attempts:
             self._settle(lambda: self._bury(delivery.handle, {"id": item.id,
                                                               "payload": item.payload},
-                                            error, item.attempt))
+                                            error, item.attempt, record_text(delivery, "dead")))
             return Outcome.DEAD
 
         def action() -> Outcome:
@@ -595,10 +696,16 @@ class _RabbitConsumer(Consumer):
 
         return self._settle(action)
 
-    def _bury(self, tag: int, body: dict, error: str, attempts: int) -> None:
+    def _bury(self, tag: int, body: dict, error: str, attempts: int,
+              record: str | None = None) -> None:
+        """Dead-letter, with the worker's ``record`` of the last run, or one saying what this
+        consumer knows (an item that is not ours, or whose workers kept dying)."""
         self.channel.basic_publish("", self.broker.names["dead"],
                                    json.dumps({**body, "error": error, "attempts": attempts}),
                                    pika.BasicProperties(delivery_mode=PERSISTENT))
+        record = record or TaskRecord(body["id"], "dead", attempts, finished=time.time(),
+                                      error=error).encode()
+        self.broker.publish_records(self.channel, [[body["id"], record]])
         self._ack(tag)
         self.channel.tx_commit()
 

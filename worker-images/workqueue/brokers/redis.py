@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from importlib import resources
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -13,7 +15,17 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from ..broker import Broker, Consumer, DeadItem, Delivery, Fetch, Outcome, SeedState, Status
+from ..broker import (
+    Broker,
+    Consumer,
+    DeadItem,
+    Delivery,
+    Fetch,
+    Outcome,
+    SeedState,
+    Status,
+    record_text,
+)
 from ..defaults import CONNECT_TIMEOUT_SECONDS, HEARTBEAT_FRACTION, OUTAGE_SECONDS
 from ..errors import (
     BrokerAuthError,
@@ -27,6 +39,7 @@ from ..errors import (
     other_run_message,
 )
 from ..message import Item, item_id
+from ..report import TaskRecord
 from .outage import Outage, retry_until
 
 log = logging.getLogger(__name__)
@@ -35,8 +48,8 @@ T = TypeVar("T")
 _LUA = resources.files(__package__) / "lua"
 _PRELUDE = (_LUA / "common.lua").read_text()
 _SCRIPTS = ("enqueue", "fetch", "ack", "nack", "release", "extend", "retry_dead")
-_KEY_NAMES = ("state", "pending", "leases", "owners", "attempts", "items", "errors", "done", "dead",
-              "refused", "delayed")
+_KEY_NAMES = ("state", "pending", "leases", "owners", "attempts", "items", "errors", "dead",
+              "refused", "delayed", "report")
 
 
 def _queue_keys(queue: str) -> list[str]:
@@ -175,7 +188,13 @@ class RedisBroker(Broker):
         return SeedState(cursor, state.fingerprint, state.total, complete=False, run=state.run)
 
     def mark_seeded(self, state: SeedState) -> SeedState:
-        self.call(lambda: self.client.hset(self._key["state"], "complete", "1"))
+        def mark() -> None:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key["state"], "complete", "1")
+                pipe.hsetnx(self._key["state"], "seeded_at", f"{time.time():.3f}")
+                pipe.execute()
+
+        self.call(mark)
         return SeedState(state.cursor, state.fingerprint, state.total, complete=True,
                          run=state.run)
 
@@ -189,16 +208,17 @@ class RedisBroker(Broker):
         def read() -> list:
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(k["state"]).llen(k["pending"]).zcard(k["leases"])
-                pipe.scard(k["done"]).hlen(k["dead"]).zcard(k["delayed"])
+                pipe.hlen(k["dead"]).zcard(k["delayed"])
                 return pipe.execute()
 
-        state, pending, leased, done, dead, delayed = self.call(read)
+        state, pending, leased, dead, delayed = self.call(read)
         return Status(
             seeded=state.get("complete") == "1",
             total=int(state["total"]) if "total" in state else None,
-            pending=pending + delayed, leased=leased, done=done, dead=dead,
+            pending=pending + delayed, leased=leased, done=int(state.get("done", 0)), dead=dead,
             retried=int(state.get("retried", 0)), delayed=delayed, run=state.get("run"),
             exists=bool(state),
+            seeded_at=float(state["seeded_at"]) if "seeded_at" in state else None,
         )
 
     def dead_items(self, limit: int) -> list[DeadItem]:
@@ -212,9 +232,19 @@ class RedisBroker(Broker):
 
         return sorted(self.call(read), key=lambda d: d.id)[:limit]
 
-    def done_ids(self) -> set[str]:
-        """Ids of every item done; for checks and tests."""
-        return set(self.client.sscan_iter(self._key["done"], count=1000))
+    def records(self) -> Iterator[TaskRecord]:
+        k = self._key
+        dead = dict(self.call(lambda: list(self.client.hscan_iter(k["dead"], count=1000))))
+        for task_id, raw in self.client.hscan_iter(k["report"], count=1000):
+            record = TaskRecord.decode(task_id, raw)
+            if task_id in dead and record.outcome == "dead":
+                record = replace(record, payload=json.loads(dead[task_id])["payload"])
+            yield record
+
+    def record_sample(self, size: int) -> list[TaskRecord]:
+        flat = self.call(lambda: self.client.hrandfield(self._key["report"], size,
+                                                        withvalues=True))
+        return [TaskRecord.decode(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def purge(self) -> None:
         self.call(lambda: self.client.delete(*self.keys))
@@ -267,7 +297,7 @@ class _RedisConsumer(Consumer):
                       count: int) -> tuple[list[Outcome], Fetch]:
         acked, kind, *rest = self.broker.run("fetch", self.worker, count, self.lease_ms,
                                              self.max_attempts, self.run_id or "",
-                                             *(d.item.id for d in done))
+                                             *_done_pairs(done))
         if kind == "nostate":
             if self.saw_state:
                 raise StateLost(lost_state_message(self.broker.queue, self.broker.server))
@@ -292,13 +322,13 @@ class _RedisConsumer(Consumer):
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         if not deliveries:
             return []
-        done = self.broker.run("ack", self.worker, *(d.item.id for d in deliveries))
+        done = self.broker.run("ack", self.worker, *_done_pairs(deliveries))
         return [Outcome.DONE if ok else Outcome.LOST for ok in done]
 
     def fail(self, delivery: Delivery, error: str, max_attempts: int,
              retry_delay: float = 0.0) -> Outcome:
         return Outcome(self.broker.run("nack", self.worker, max_attempts, delivery.item.id, error,
-                                       int(retry_delay * 1000)))
+                                       int(retry_delay * 1000), record_text(delivery, "dead")))
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
@@ -316,3 +346,8 @@ class _RedisConsumer(Consumer):
 
     def close(self) -> None:
         """The broker owns the connection; leases left behind expire on their own."""
+
+
+def _done_pairs(deliveries: Sequence[Delivery]) -> list[str]:
+    """id, record, id, record, ... as ack.lua and fetch.lua take them."""
+    return [text for d in deliveries for text in (d.item.id, record_text(d, "done"))]

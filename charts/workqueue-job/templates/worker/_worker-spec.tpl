@@ -113,6 +113,7 @@ template:
           - {name: WORKQUEUE_SEED_TIMEOUT, value: {{ $w.seedTimeoutSeconds | quote }}}
           - {name: WORKQUEUE_RETRY_DELAY, value: {{ $w.retryDelaySeconds | quote }}}
           - {name: WORKQUEUE_RETRY_DELAY_MAX, value: {{ $w.retryDelayMaxSeconds | quote }}}
+          - {name: WORKQUEUE_CAPTURE_RESULT, value: {{ $w.captureResult | quote }}}
           - {name: WORKQUEUE_CONNECT_TIMEOUT, value: {{ $w.brokerOutageSeconds | quote }}}
           - {name: WORKQUEUE_OUTAGE_SECONDS, value: {{ $w.brokerOutageSeconds | quote }}}
           {{- end }}

@@ -1,7 +1,7 @@
 -- Mark the previous batch's successes done (as ack.lua), reap expired leases, then lease up to
 -- `count` items to `worker`.
--- ARGV: worker, count, lease_ms, max_attempts, run, then the ids done (possibly none). `run` is
--- the run this worker serves ('' for any).
+-- ARGV: worker, count, lease_ms, max_attempts, run, then the items done as id, record pairs
+-- (possibly none). `run` is the run this worker serves ('' for any).
 -- Returns {acked, kind, extra}; `acked` holds one 1 (done) or 0 (lease lost) per id done, and
 -- kind is one of:
 --   'items'    extra = {id1, payload1, attempt1, ...}
@@ -26,8 +26,9 @@ local acked = mark_done(worker, 6)
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
+  local owner = redis.call('HGET', owners, id)
   unlease(id)
-  retry_or_bury(id, 'lease expired: its worker stopped sending heartbeats (killed, evicted or lost with its node)', max_attempts, 0)
+  retry_or_bury(id, 'lease expired: its worker stopped sending heartbeats (killed, evicted or lost with its node)', max_attempts, 0, nil, owner)
 end
 -- Failed items whose retry delay is over join the end of the queue.
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 100)
