@@ -106,3 +106,11 @@ def test_retry_dead_rounds_add_up_in_the_report(broker, server_for, tmp_path):
     assert (report["poison"]["outcome"], report["poison"]["attempts"]) == ("done", 2)
     assert report["poison"]["result"] == "result of poison"
     assert all(report[task]["attempts"] == 1 for task in TASKS if task != "poison")
+
+
+def test_report_of_a_queue_that_holds_nothing_says_so(broker, server_for, tmp_path):
+    out = cli("report", "--format", "csv", "-o", str(tmp_path / "r.csv"),
+              env=broker_env(broker, server_for))
+    assert out.returncode != 0
+    assert "holds nothing" in out.stderr and "WORKQUEUE_QUEUE" in out.stderr
+    assert not (tmp_path / "r.csv").exists()

@@ -498,6 +498,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     broker = _open(args)
     writer = write_csv if args.format == "csv" else write_jsonl
     try:
+        problem = _wrong_state(broker.status(), args.run_id, broker.queue, broker.server)
+        if problem:
+            raise problem
         with (open(args.output, "w", encoding="utf-8", newline="") if args.output
               else contextlib.nullcontext(sys.stdout)) as out:
             out.writelines(writer(broker.records()))
