@@ -7,9 +7,10 @@ with ack (done), fail (retry or dead-letter) or release (given back unstarted).
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -189,7 +190,15 @@ class Broker(ABC):
 
     @abstractmethod
     def records(self) -> Iterator[TaskRecord]:
-        """The report: one record per settled task (the latest, after retry-dead rounds)."""
+        """One record per settled task (the latest, after retry-dead rounds)."""
+
+    def report(self) -> Iterator[TaskRecord]:
+        """The records, each dead task's with its payload (its dead letter still holds it)."""
+        payloads = {item.id: item.payload for item in self.dead_items(sys.maxsize)}
+        for record in self.records():
+            if record.outcome == "dead" and record.id in payloads:
+                record = replace(record, payload=payloads[record.id])
+            yield record
 
     @abstractmethod
     def record_sample(self, size: int) -> list[TaskRecord]:

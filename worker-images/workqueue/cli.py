@@ -349,19 +349,18 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _handler(args: argparse.Namespace) -> Handler:
+def _handler(args: argparse.Namespace, capture_result: bool = False) -> Handler:
     if args.handler and args.cmd:
         raise ConfigError("give either --handler or a command after `--`, not both")
     if args.handler and args.task_timeout:
         raise ConfigError("--task-timeout stops commands; a --handler function cannot be "
                           "stopped safely, so time it out inside the function instead")
-    capture = getattr(args, "capture_result", "false") == "true"
-    return (FunctionHandler(import_handler(args.handler), capture) if args.handler
-            else CommandHandler(_command(args), args.task_timeout, capture))
+    return (FunctionHandler(import_handler(args.handler), capture_result) if args.handler
+            else CommandHandler(_command(args), args.task_timeout, capture_result))
 
 
 def cmd_work(args: argparse.Namespace) -> int:
-    handler = _handler(args)
+    handler = _handler(args, args.capture_result == "true")
     broker = _open(args)
     runner = Runner(broker, handler, _worker_config(args))
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
@@ -503,7 +502,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise problem
         with (open(args.output, "w", encoding="utf-8", newline="") if args.output
               else contextlib.nullcontext(sys.stdout)) as out:
-            out.writelines(writer(broker.records()))
+            out.writelines(writer(broker.report()))
     finally:
         broker.close()
     if args.output:

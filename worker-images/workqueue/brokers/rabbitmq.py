@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -323,52 +322,49 @@ class RabbitMQBroker(Broker):
         as they go by, so the next read takes fewer. A task settled more than once (in several
         retry-dead rounds) is reported by its latest record, with the runs of all of them."""
         latest: dict[str, TaskRecord] = {}
-        for task_id, record in self._read_report():
-            before = latest.get(task_id)
+        for record in self._read_report():
+            before = latest.get(record.id)
             if before is not None:
                 newer, older = ((record, before) if (record.finished or 0) >= (before.finished or 0)
                                 else (before, record))
                 record = replace(newer, attempts=newer.attempts + older.attempts)
-            latest[task_id] = record
-        payloads = {item.id: item.payload for item in self.dead_items(sys.maxsize)}
-        for task_id, record in latest.items():
-            if record.outcome == "dead" and task_id in payloads:
-                record = replace(record, payload=payloads[task_id])
-            yield record
+            latest[record.id] = record
+        return iter(latest.values())
 
-    def _read_report(self) -> Iterator[tuple[str, TaskRecord]]:
-        def action(_main: BlockingChannel) -> list[tuple[str, TaskRecord]]:
+    def _read_report(self) -> list[TaskRecord]:
+        def action(_main: BlockingChannel) -> list[TaskRecord]:
             channel = self.connection.channel()
             found: list[list[str]] = []
+            chunk: list[list[str]] = []
+            last = 0
+
+            def merge() -> None:
+                """Swap the messages read since the last merge for one, in one transaction."""
+                self.publish_records(channel, chunk)
+                channel.basic_ack(last, multiple=True)
+                channel.tx_commit()
+                chunk.clear()
+
             try:
                 channel.tx_select()
                 waiting = channel.queue_declare(self.names["report"], passive=True)
-                left = waiting.method.message_count
-                chunk: list[list[str]] = []
-                last = 0
-                while left > 0:
+                for _ in range(waiting.method.message_count):
                     method, _props, body = channel.basic_get(self.names["report"])
                     if method is None:
                         break
-                    left -= 1
                     pairs = json.loads(body)
                     found.extend(pairs)
                     chunk.extend(pairs)
                     last = method.delivery_tag
-                    if len(chunk) >= REPORT_CHUNK or left == 0:
-                        self.publish_records(channel, chunk)
-                        channel.basic_ack(last, multiple=True)
-                        channel.tx_commit()
-                        chunk = []
+                    if len(chunk) >= REPORT_CHUNK:
+                        merge()
                 if chunk:
-                    self.publish_records(channel, chunk)
-                    channel.basic_ack(last, multiple=True)
-                    channel.tx_commit()
+                    merge()
             finally:
                 channel.close()
-            return [(task_id, TaskRecord.decode(task_id, text)) for task_id, text in found]
+            return [TaskRecord.decode(task_id, text) for task_id, text in found]
 
-        return iter(self._on_channel(action))
+        return self._on_channel(action)
 
     def record_sample(self, size: int) -> list[TaskRecord]:
         def action(_main: BlockingChannel) -> list[TaskRecord]:

@@ -6,7 +6,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from importlib import resources
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -233,13 +232,8 @@ class RedisBroker(Broker):
         return sorted(self.call(read), key=lambda d: d.id)[:limit]
 
     def records(self) -> Iterator[TaskRecord]:
-        k = self._key
-        dead = dict(self.call(lambda: list(self.client.hscan_iter(k["dead"], count=1000))))
-        for task_id, raw in self.client.hscan_iter(k["report"], count=1000):
-            record = TaskRecord.decode(task_id, raw)
-            if task_id in dead and record.outcome == "dead":
-                record = replace(record, payload=json.loads(dead[task_id])["payload"])
-            yield record
+        for task_id, raw in self.client.hscan_iter(self._key["report"], count=1000):
+            yield TaskRecord.decode(task_id, raw)
 
     def record_sample(self, size: int) -> list[TaskRecord]:
         flat = self.call(lambda: self.client.hrandfield(self._key["report"], size,
