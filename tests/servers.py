@@ -163,6 +163,16 @@ class RabbitNode:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+        # A node started again before epmd has dropped the old one's name exits at once as
+        # "already running" (seen in CI after a hard stop).
+        deadline = time.monotonic() + 30
+        while self._registered() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def _registered(self) -> bool:
+        """Whether the host's epmd (the chroot's nodes use it too) still lists this node."""
+        names = subprocess.run(["epmd", "-names"], capture_output=True, text=True).stdout
+        return f"name {self.name.split('@')[0]} at port" in names
 
     def cleanup(self) -> None:
         self.stop()
