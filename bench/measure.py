@@ -32,10 +32,12 @@ def parallel(fn: Callable[..., object], args: tuple, workers: int) -> float:
     return elapsed
 
 
-def our_worker(url: str, password: str, queue: str, batch_size: int) -> None:
-    """Our runner, in-process, with no-op work, until the queue is drained."""
+def our_worker(url: str, password: str, queue: str, batch_size: int | None) -> None:
+    """Our runner, in-process, with no-op work, until the queue is drained: leasing
+    ``batch_size`` items at a time, or as the defaults do (None)."""
     broker = connect(url, queue, password, connect_timeout=60)
-    config = WorkerConfig(batch_size=batch_size, poll_seconds=0.05)
+    fixed = {} if batch_size is None else {"batch_size": batch_size, "batch_seconds": 0}
+    config = WorkerConfig(poll_seconds=0.05, **fixed)
     code = run_worker(lambda item: None, broker, config)
     if code != 0:
         raise SystemExit(code)

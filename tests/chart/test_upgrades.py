@@ -125,6 +125,7 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("worker.maxAttempts", 5, {}),
     ("worker.leaseSeconds", 120, {}),
     ("worker.batchSize", 10, {}),
+    ("worker.batchSeconds", 0.5, {}),
     ("worker.seedTimeoutSeconds", 60, {}),
     ("worker.taskTimeoutSeconds", 600, {}),
     ("worker.brokerOutageSeconds", 60, {}),

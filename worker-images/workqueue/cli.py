@@ -196,7 +196,10 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
     _tunable(parser, "--mode", _one_of(*MODES), "fine",
              "fine: drain the queue; coarse: settle one item and exit")
     _tunable(parser, "--batch-size", positive_int, defaults.BATCH_SIZE,
-             "items leased per round trip in fine mode")
+             "the most items leased per round trip in fine mode")
+    _tunable(parser, "--batch-seconds", _non_negative_float, defaults.BATCH_SECONDS,
+             "lease about this many seconds of work at once (judged by the last batch), up "
+             "to --batch-size items; 0: always --batch-size")
     _tunable(parser, "--lease-seconds", _positive_float, defaults.LEASE_SECONDS,
              "lease length; renewed while the item runs")
     _task_args(parser)
@@ -326,6 +329,7 @@ def _open(args: argparse.Namespace):
 
 def _worker_config(args: argparse.Namespace) -> WorkerConfig:
     return WorkerConfig(mode=args.mode, batch_size=args.batch_size,
+                        batch_seconds=args.batch_seconds,
                         lease_seconds=args.lease_seconds, max_attempts=args.max_attempts,
                         retry_delay_seconds=args.retry_delay,
                         retry_delay_max_seconds=args.retry_delay_max,
@@ -458,7 +462,8 @@ def _wrong_state(status: Status, run_id: str | None, queue: str,
 
 
 def cmd_run_local(args: argparse.Namespace) -> int:
-    worker_args = ["--batch-size", str(args.batch_size), "--lease-seconds",
+    worker_args = ["--batch-size", str(args.batch_size), "--batch-seconds",
+                   str(args.batch_seconds), "--lease-seconds",
                    str(args.lease_seconds), "--max-attempts", str(args.max_attempts),
                    "--grace-seconds", str(args.grace_seconds), "--on-dead", args.on_dead,
                    "--task-timeout", str(args.task_timeout), "--retry-delay",

@@ -6,8 +6,13 @@ LEASE_SECONDS = 60.0
 HEARTBEAT_FRACTION = 3
 """Heartbeats per lease period: leases are renewed every LEASE_SECONDS / HEARTBEAT_FRACTION s."""
 
-BATCH_SIZE = 1
-"""Items leased per round trip in fine mode (Redis batch, RabbitMQ prefetch)."""
+BATCH_SIZE = 100
+"""The most items leased per round trip in fine mode (Redis batch, RabbitMQ prefetch)."""
+
+BATCH_SECONDS = 1.0
+"""A fine-mode worker leases about this many seconds of work at once (judged by its last
+batch), up to BATCH_SIZE items: fast items in batches, slow ones one by one. A crash re-runs at
+most that much work. 0: always lease BATCH_SIZE items."""
 
 MAX_ATTEMPTS = 3
 """Runs of one item before it is dead-lettered, counting the first."""

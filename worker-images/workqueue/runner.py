@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .backoff import retry_delay
+from .batching import BatchSizer
 from .broker import Broker, Consumer, Delivery, Fetch, Outcome
 from .defaults import (
+    BATCH_SECONDS,
     BATCH_SIZE,
     GRACE_SECONDS,
     LEASE_SECONDS,
@@ -51,6 +53,10 @@ class WorkerConfig:
 
     mode: str = "fine"
     batch_size: int = BATCH_SIZE
+    """The most items leased at once in fine mode."""
+    batch_seconds: float = BATCH_SECONDS
+    """Lease about this many seconds of work at once, up to ``batch_size`` (batching.py);
+    0: always ``batch_size``."""
     lease_seconds: float = LEASE_SECONDS
     max_attempts: int = MAX_ATTEMPTS
     retry_delay_seconds: float = RETRY_DELAY_SECONDS
@@ -114,12 +120,14 @@ class Runner:
     def run(self) -> int:
         """Work until done; returns the process exit code."""
         config = self.config
-        batch = 1 if config.mode == "coarse" else config.batch_size
+        coarse = config.mode == "coarse"
+        batch = 1 if coarse else config.batch_size
+        sizer = BatchSizer(batch, 0 if coarse else config.batch_seconds)
         consumer = self.broker.consumer(self.worker_id, batch, config.lease_seconds,
                                         config.max_attempts, config.run_id)
-        log.info("worker %s: %s mode on queue %r (batch %d, lease %gs, max attempts %d)",
-                 self.worker_id, config.mode, self.broker.queue, batch, config.lease_seconds,
-                 config.max_attempts)
+        log.info("worker %s: %s mode on queue %r (batch %s, lease %gs, max attempts %d)",
+                 self.worker_id, config.mode, self.broker.queue,
+                 _batch_text(batch, sizer.seconds), config.lease_seconds, config.max_attempts)
         supervisor = Supervisor(consumer, self.handler, lambda: self._stop_deadline)
         supervisor.start()
         waiting = _Waiting(config, self.broker)
@@ -127,7 +135,7 @@ class Runner:
         try:
             while not self._stop.is_set():
                 with supervisor.lock:
-                    fetched = self._ack_and_fetch(consumer, done, batch)
+                    fetched = self._ack_and_fetch(consumer, done, sizer.next())
                     supervisor.leased()
                 done = []
                 if fetched.drained and not self._round_pending():
@@ -139,7 +147,9 @@ class Runner:
                     self._stop.wait(config.poll_seconds)
                     continue
                 waiting.busy()
+                started = time.monotonic()
                 done = self._work(consumer, supervisor, fetched.deliveries)
+                sizer.observe(len(fetched.deliveries), time.monotonic() - started)
                 if config.mode == "coarse":
                     with supervisor.lock:
                         self._ack(consumer, done)
@@ -272,6 +282,12 @@ class Runner:
                      EXIT_DEAD)
             return EXIT_DEAD
         return EXIT_OK
+
+
+def _batch_text(limit: int, seconds: float) -> str:
+    if seconds <= 0 or limit == 1:
+        return f"{limit}"
+    return f"up to {limit}, about {seconds:g}s of work"
 
 
 REFUSAL_CHECK_SECONDS = 5.0

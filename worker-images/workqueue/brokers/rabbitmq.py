@@ -525,6 +525,9 @@ class _RabbitConsumer(Consumer):
         self.broker = broker
         self.worker = worker_id
         self.prefetch = prefetch
+        self.window = 0
+        """The prefetch of our subscription (0: none yet): the batch size last asked for."""
+        self.stopped = False
         self.max_attempts = max_attempts
         self.run_id = run_id
         self.cancelled_by_server = False
@@ -544,20 +547,34 @@ class _RabbitConsumer(Consumer):
         self.buffer.clear()
         self.returned.clear()
         self.unacked.clear()
-        self.tag = None
+        self.tag: str | None = None
+        self.window = 0
         self.cancelled_by_server = False
-        # With prefetch 1 (coarse mode) pull with basic.get: a pushed-ahead message would be
-        # handed back at exit, and every hand-back raises x-delivery-count, our crash counter.
-        if self.prefetch > 1:
-            self.channel.basic_qos(prefetch_count=self.prefetch)
-            # Deleting a queue cancels its consumers: the next fetch then finds out why.
-            self.channel.add_on_cancel_callback(self._on_cancel)
-            try:
-                self.tag = self.channel.basic_consume(self.broker.names["tasks"],
-                                                      self._on_message)
-            except amqp.ChannelClosedByBroker as exc:
-                self.broker.check_not_lost(exc)
-                raise
+        # Deleting a queue cancels its consumers: the next fetch then finds out why.
+        self.channel.add_on_cancel_callback(self._on_cancel)
+
+    def _subscribe(self, window: int) -> None:
+        """Consume with a prefetch of ``window``, replacing the subscription we have.
+
+        A subscription's prefetch is fixed when it starts (RabbitMQ applies basic.qos only to
+        consumers started after it), so a new batch size needs a new subscription. Replacing
+        it must not hand a delivery back: pika rejects what arrives for a cancelled consumer,
+        and RabbitMQ 4 counts each rejection as a run (x-delivery-count). So the old one is
+        cancelled only while its window is full: every delivery it may get is already here
+        (in ``unacked``), and the server sends it nothing more before an ack, and our acks
+        wait in the transaction until a commit."""
+        if self.tag is not None:
+            if len(self.unacked) < self.window:
+                return
+            self.channel.basic_cancel(self.tag)
+            self.tag = None
+        self.channel.basic_qos(prefetch_count=window)
+        try:
+            self.tag = self.channel.basic_consume(self.broker.names["tasks"], self._on_message)
+        except amqp.ChannelClosedByBroker as exc:
+            self.broker.check_not_lost(exc)
+            raise
+        self.window = window
 
     def _on_cancel(self, _method: object) -> None:
         self.cancelled_by_server = True
@@ -592,6 +609,7 @@ class _RabbitConsumer(Consumer):
         try:
             if self.cancelled_by_server:
                 self._reconnect(ConnectionLost("the server cancelled our subscription"))
+            self._resize(count)
             if self.tag is None and not self.returned:
                 method, props, body = self.channel.basic_get(self.broker.names["tasks"])
                 if method is not None:
@@ -649,8 +667,22 @@ class _RabbitConsumer(Consumer):
         return Fetch(drained=resolved >= self.total and self.broker.count("tasks") == 0
                      and self.broker.count("delayed") == 0)
 
+    def _resize(self, count: int) -> None:
+        """Subscribe with a window of ``count`` items, or move to it once that is safe. With
+        prefetch 1 (coarse mode) there is no subscription: each fetch is a basic.get, since a
+        pushed-ahead message would be handed back at exit, raising x-delivery-count."""
+        wanted = min(count, self.prefetch)
+        if self.prefetch > 1 and not self.stopped and wanted != self.window:
+            self._subscribe(wanted)
+
     def ack(self, delivery: Delivery) -> Outcome:
         return self.ack_many([delivery])[0]
+
+    def ack_and_fetch(self, done: Sequence[Delivery],
+                      count: int) -> tuple[list[Outcome], Fetch]:
+        # Before the acks: the window may be full now, so the size can change (_subscribe).
+        self._settle(lambda: self._resize(count))
+        return self.ack_many(done), self.fetch(count)
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         # One transaction: every receipt, record and ack land together, or none do.
@@ -754,6 +786,7 @@ class _RabbitConsumer(Consumer):
         attempt. So the prefetch window first shrinks to what this consumer holds: while it
         settles nothing, the server sends nothing more, and what it sent before the qos-ok
         lands in the buffer (given back by close, attempt unchanged). Only then the cancel."""
+        self.stopped = True
         if self.tag is None:
             return
         try:

@@ -109,6 +109,7 @@ template:
           - {name: WORKQUEUE_MODE, value: {{ .Values.mode | quote }}}
           - {name: WORKQUEUE_LEASE_SECONDS, value: {{ $w.leaseSeconds | quote }}}
           - {name: WORKQUEUE_BATCH_SIZE, value: {{ $w.batchSize | quote }}}
+          - {name: WORKQUEUE_BATCH_SECONDS, value: {{ $w.batchSeconds | quote }}}
           - {name: WORKQUEUE_ON_DEAD, value: {{ $w.onDead | quote }}}
           - {name: WORKQUEUE_SEED_TIMEOUT, value: {{ $w.seedTimeoutSeconds | quote }}}
           - {name: WORKQUEUE_RETRY_DELAY, value: {{ $w.retryDelaySeconds | quote }}}
