@@ -75,6 +75,8 @@ _RECOVERABLE = (amqp.AMQPConnectionError, amqp.AMQPChannelError, amqp.StreamLost
                 amqp.ConnectionWrongStateError, amqp.ChannelWrongStateError)
 REPORT_CHUNK = 1000
 """Records per report message once merged."""
+STOP_FILL_SECONDS = 0.25
+"""At shutdown, how long the subscription may wait for deliveries already on their way."""
 NOT_FOUND = 404
 """AMQP reply code for a queue that does not exist: ours were declared, so they were deleted
 (or the broker restarted without its data)."""
@@ -538,6 +540,8 @@ class _RabbitConsumer(Consumer):
         self.buffer: deque[tuple[int, pika.BasicProperties, bytes]] = deque()
         self.returned: deque[Delivery] = deque()
         self.unacked: set[int] = set()
+        self.in_window: set[int] = set()
+        """Delivery tags the current subscription brought (some may be settled since)."""
         self._open()
 
     def _open(self) -> None:
@@ -547,6 +551,7 @@ class _RabbitConsumer(Consumer):
         self.buffer.clear()
         self.returned.clear()
         self.unacked.clear()
+        self.in_window.clear()
         self.tag: str | None = None
         self.window = 0
         self.cancelled_by_server = False
@@ -564,17 +569,25 @@ class _RabbitConsumer(Consumer):
         (in ``unacked``), and the server sends it nothing more before an ack, and our acks
         wait in the transaction until a commit."""
         if self.tag is not None:
-            if len(self.unacked) < self.window:
+            if not self._window_full():
                 return
             self.channel.basic_cancel(self.tag)
             self.tag = None
         self.channel.basic_qos(prefetch_count=window)
+        self.in_window.clear()
         try:
             self.tag = self.channel.basic_consume(self.broker.names["tasks"], self._on_message)
         except amqp.ChannelClosedByBroker as exc:
             self.broker.check_not_lost(exc)
             raise
         self.window = window
+
+    def _window_full(self) -> bool:
+        """Whether the subscription holds as many unsettled deliveries as its prefetch, so
+        that the server sends it nothing more. Deliveries of an earlier subscription do not
+        count: they do not use this one's window."""
+        self.in_window &= self.unacked
+        return len(self.in_window) >= self.window
 
     def _on_cancel(self, _method: object) -> None:
         self.cancelled_by_server = True
@@ -583,6 +596,7 @@ class _RabbitConsumer(Consumer):
                     body: bytes) -> None:
         self.buffer.append((method.delivery_tag, props, body))  # type: ignore[attr-defined]
         self.unacked.add(method.delivery_tag)  # type: ignore[attr-defined]
+        self.in_window.add(method.delivery_tag)  # type: ignore[attr-defined]
 
     def _reconnect(self, exc: BaseException) -> None:
         self.broker.check_not_lost(exc)
@@ -783,15 +797,19 @@ class _RabbitConsumer(Consumer):
 
         pika's basic_cancel rejects the deliveries still in flight, and RabbitMQ 4 counts each
         rejection as a run (x-delivery-count), so an item that never started would lose an
-        attempt. So the prefetch window first shrinks to what this consumer holds: while it
-        settles nothing, the server sends nothing more, and what it sent before the qos-ok
-        lands in the buffer (given back by close, attempt unchanged). Only then the cancel."""
+        attempt. So the cancel waits, briefly, for the window to fill: then every delivery the
+        server may send us is in the buffer (given back by close, attempt unchanged), as in
+        _subscribe. A window that stays short means the queue has nothing more to send. (A
+        basic.qos cannot shrink the window: RabbitMQ applies it to later consumers only,
+        https://www.rabbitmq.com/docs/consumer-prefetch.)"""
         self.stopped = True
         if self.tag is None:
             return
         try:
-            self.channel.basic_qos(prefetch_count=max(1, len(self.unacked)))
+            deadline = time.monotonic() + STOP_FILL_SECONDS
             self.connection.process_data_events(time_limit=0)
+            while not self._window_full() and time.monotonic() < deadline:
+                self.connection.process_data_events(time_limit=0.05)
             self.channel.basic_cancel(self.tag)
             self.tag = None
         except _RECOVERABLE:
