@@ -11,13 +11,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections import deque
+import time
 from collections.abc import Callable, Sequence
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from .brokers import PASSWORD_ENV
+from .command_io import CommandPipes, LineTail
 from .errors import ConfigError, TaskFailed
 from .message import Item
+from .spawn import Command, close_on_exec_above_stdio
 
 log = logging.getLogger(__name__)
 
@@ -69,25 +71,31 @@ class CommandHandler:
         command's stdout (still copied to ours) as the item's result."""
         if not argv:
             raise ConfigError("no command given: put the command to run per task after `--`")
-        if shutil.which(argv[0]) is None:
+        executable = shutil.which(argv[0])
+        if executable is None:
             raise ConfigError(
                 f"command not found: {argv[0]!r}; install it in the image or give its full path"
             )
+        # Resolved once, and the environment encoded once: per task, both cost about as much
+        # as the rest of starting the command.
+        self.executable = executable
+        close_on_exec_above_stdio()
         self.argv = list(argv)
         self.timeout_seconds = timeout_seconds
         self.capture_result = capture_result
         # The user's program needs the task, not the queue's credentials.
-        self._env = {k: v for k, v in os.environ.items() if k not in PASSWORD_ENV}
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()
+                     if k not in PASSWORD_ENV}
+        self._proc: Command | None = None
         self._lock = threading.Lock()
 
     def run(self, item: Item) -> str | None:
         data = item.payload.encode()
-        env = {**self._env, "WORKQUEUE_ITEM_ID": item.id,
-               "WORKQUEUE_ATTEMPT": str(item.attempt)}
+        env = {**self._env, b"WORKQUEUE_ITEM_ID": item.id.encode(),
+               b"WORKQUEUE_ATTEMPT": str(item.attempt).encode()}
         why_not = _why_not_an_argument(data)
         if why_not is None:
-            env["WORKQUEUE_PAYLOAD"] = item.payload
+            env[b"WORKQUEUE_PAYLOAD"] = data
             argv = [arg.replace(PLACEHOLDER, item.payload) for arg in self.argv]
         elif any(PLACEHOLDER in arg for arg in self.argv):
             raise TaskFailed(f"the task {why_not}, so it cannot take the place of `{{}}` in an "
@@ -97,31 +105,28 @@ class CommandHandler:
             log.info("item %s: the task %s, so it is passed on stdin only ($WORKQUEUE_PAYLOAD "
                      "is unset)", item.id, why_not)
         with self._lock:
-            self._proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                stdout=subprocess.PIPE if self.capture_result else None, start_new_session=True)
+            self._proc = Command(self.executable, argv, env, self.capture_result)
         proc = self._proc
-        tail = _Tail(proc.stderr, sys.stderr.buffer, STDERR_TAIL_LINES)  # type: ignore[arg-type]
-        tail.start()
+        tail = LineTail(sys.stderr.buffer, STDERR_TAIL_LINES, RESULT_MAX_CHARS)
+        outputs = {proc.stderr: tail}
         result = None
         if self.capture_result:
-            result = _Tail(proc.stdout, sys.stdout.buffer, 1)  # type: ignore[arg-type]
-            result.start()
-        try:
-            proc.stdin.write(data if data.endswith(b"\n") else data + b"\n")  # type: ignore[union-attr]
-            proc.stdin.close()  # type: ignore[union-attr]
-        except BrokenPipeError:
-            pass  # the command does not read stdin; it is told the payload the other ways too
-        try:
-            code = proc.wait(self.timeout_seconds or None)
-        except subprocess.TimeoutExpired:
-            self._stop(proc)
-            code = None
+            result = LineTail(sys.stdout.buffer, 1, RESULT_MAX_CHARS)
+            outputs[proc.stdout] = result
+        pipes = CommandPipes(proc, data if data.endswith(b"\n") else data + b"\n",
+                             outputs)  # type: ignore[arg-type]
+        deadline = time.monotonic() + self.timeout_seconds if self.timeout_seconds else None
+        timed_out = not pipes.until_exit(deadline)
+        if timed_out:
+            # Stopped as a cancel stops it, its pipes still served while it winds down.
+            _signal_group(proc, signal.SIGTERM)
+            if not pipes.until_exit(time.monotonic() + KILL_AFTER_SECONDS):
+                _signal_group(proc, signal.SIGKILL)
+                pipes.until_exit(None)
+        code = proc.returncode
         _signal_group(proc, signal.SIGKILL)
-        tail.join(STDERR_DRAIN_SECONDS)
-        if result is not None:
-            result.join(STDERR_DRAIN_SECONDS)
-        if code is None:
+        pipes.drain(STDERR_DRAIN_SECONDS)
+        if timed_out:
             raise TaskFailed(f"timed out after {self.timeout_seconds:g}s "
                              "(worker.taskTimeoutSeconds, --task-timeout)", proc.returncode)
         if code != 0:
@@ -139,7 +144,7 @@ class CommandHandler:
             self._stop(proc)
 
     @staticmethod
-    def _stop(proc: subprocess.Popen[bytes]) -> None:
+    def _stop(proc: Command) -> None:
         """SIGTERM to the command's group, SIGKILL if it is still there KILL_AFTER_SECONDS on."""
         if proc.poll() is not None:
             return
@@ -159,28 +164,10 @@ def _why_not_an_argument(data: bytes) -> str | None:
     return None
 
 
-def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+def _signal_group(proc: Command, signum: int) -> None:
     """Signal the command's whole process group (its pid is the group's id)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signum)
-
-
-class _Tail(threading.Thread):
-    """Copies one of the command's outputs to ours and keeps its last non-blank lines (for the
-    error, or the result)."""
-
-    def __init__(self, source: BinaryIO, copy_to: BinaryIO, keep: int) -> None:
-        super().__init__(daemon=True)
-        self.source, self.copy_to = source, copy_to
-        self.lines: deque[str] = deque(maxlen=keep)
-
-    def run(self) -> None:
-        for raw in self.source:
-            self.copy_to.write(raw)
-            self.copy_to.flush()
-            line = raw.decode("utf-8", "replace").strip()
-            if line:
-                self.lines.append(line[:RESULT_MAX_CHARS])
 
 
 def import_handler(spec: str) -> Callable[[Item], object]:
