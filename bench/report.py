@@ -259,13 +259,16 @@ How to read it:
 - Ours runs the real worker loop in-process with a no-op Python function, so the figures are
   the queue's overhead per item; the command-runner row shows what a process per item adds.
 - Each broker runs at two versions, side by side: Debian bookworm's (Redis 7.0, RabbitMQ 3.10)
-  and Debian trixie's (Redis 8.0, RabbitMQ 4.0, the version the chart ships). "batch 1, the
-  default" is `worker.batchSize` as the chart sets it; the other row is the best of the batch
-  sizes tried. Targets apply at 4 workers: batch 1 at 4x the docs' Redis protocol and 1.5x one
-  RabbitMQ get per item, the best batch at 5x.
+  and Debian trixie's (Redis 8.0, RabbitMQ 4.0, the version the chart ships). "The defaults" is
+  what `worker.batchSize` (100) and `worker.batchSeconds` (1) lease: about a second of work per
+  lease, judged by the last batch, so no-op items soon go 100 at a time. "Batch 1" (at 4
+  workers) is `batchSize: 1`, one item per round trip; the last row of each group is the best
+  of the fixed batch sizes tried. Targets apply at 4 workers: the defaults at 4x the docs'
+  Redis protocol and 1.5x one RabbitMQ get per item, the best batch at 5x.
 - The command-runner cost per item is the difference between two runs of `workqueue work --
-  true` (1,000 and 200 items), which leaves out starting Python and connecting, paid once per
-  pod. It includes the queue's own cost per item (the Python API row).
+  true` at the defaults (1,000 and 200 items), which leaves out starting Python and connecting,
+  paid once per pod. It includes the queue's own cost per item (the Python API row, also at
+  the defaults).
 - The report row is Redis memory: what a settled task's record takes (with a worker name as
   long as a pod's), beside what a queued 30-byte task takes. On RabbitMQ the records are
   messages of a version-2 classic queue, which keeps them on disk.
