@@ -19,9 +19,10 @@ def test_bench_smoke_prints_every_row(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     table = out_file.read_text()
-    for row in ("Redis 7.0 fine, 4 workers, batch 1, the default",
-                "Redis 8.0 fine, 4 workers, batch 1, the default",
-                "RabbitMQ 3.10 fine, 4 workers, batch 1, the default",
+    for row in ("Redis 7.0 fine, 4 workers, the defaults: up to 100 items",
+                "Redis 8.0 fine, 4 workers, batch 1 (",
+                "RabbitMQ 3.10 fine, 4 workers, the defaults: up to 100 items",
+                "RabbitMQ 4.0 fine, 4 workers, batch 1 (",
                 "RabbitMQ 4.0 fine, 4 workers, batch 10", "Redis seeding 2,000 tasks",
                 "Generator, 10,000 tasks", "Generator scaling", "Worker process peak RSS",
                 "vs the 1 ms target", "its report record", "Ceiling: redis-benchmark",

@@ -55,15 +55,21 @@ def finish(env: dict[str, str], out: Path, tmp_path: Path) -> None:
     assert proc.wait(180) == 0, (tmp_path / "finisher.log").read_text()
 
 
-def test_a_worker_killed_mid_group_reruns_at_most_one_group(broker, server_for, tmp_path):
-    # Given fast tasks, so that the worker leases them in groups of up to GROUP
+def signalled_mid_group(broker, server_for, tmp_path: Path,
+                        signum: int) -> tuple[set[str], dict[str, str], Path, int]:
+    """A worker part-way through groups of fast tasks, sent ``signum``: returns the tasks, the
+    worker environment, the file of runs and the worker's exit code."""
     tasks = seeded(broker, tmp_path)
     env, out = broker_env(broker, server_for), tmp_path / "runs.txt"
     worker = start_worker(env, out, tmp_path / "worker.log")
-    # When it is SIGKILLed part-way through (a node lost, an OOM kill)
     wait_for_runs(out, 150)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    worker.send_signal(signum)
+    return tasks, env, out, worker.wait(60)
+
+
+def test_a_worker_killed_mid_group_reruns_at_most_one_group(broker, server_for, tmp_path):
+    # Given a worker SIGKILLed part-way through its groups (a node lost, an OOM kill)
+    tasks, env, out, _code = signalled_mid_group(broker, server_for, tmp_path, signal.SIGKILL)
     # Then a second worker finishes the queue: every task ran, each recorded done once
     finish(env, out, tmp_path)
     ran = runs(out)
@@ -76,14 +82,9 @@ def test_a_worker_killed_mid_group_reruns_at_most_one_group(broker, server_for, 
 
 
 def test_sigterm_mid_group_records_what_ran_and_costs_no_attempt(broker, server_for, tmp_path):
-    # Given a worker part-way through a group of fast tasks
-    tasks = seeded(broker, tmp_path)
-    env, out = broker_env(broker, server_for), tmp_path / "runs.txt"
-    worker = start_worker(env, out, tmp_path / "worker.log")
-    wait_for_runs(out, 150)
-    # When it is stopped gracefully (a pod deleted or evicted)
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(60) == EXIT_STOPPED
+    # Given a worker stopped gracefully part-way through its groups (a pod deleted or evicted)
+    tasks, env, out, code = signalled_mid_group(broker, server_for, tmp_path, signal.SIGTERM)
+    assert code == EXIT_STOPPED
     # Then a second worker finishes: every task ran exactly once
     finish(env, out, tmp_path)
     ran = runs(out)
