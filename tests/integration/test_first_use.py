@@ -177,6 +177,32 @@ def test_ctrl_c_on_run_local_with_a_broker_gives_every_lease_back(redis_broker, 
     assert status.leased == 0 and status.pending == 20
 
 
+def test_ctrl_c_pressed_again_while_run_local_stops_still_stops_it_cleanly(redis_broker,
+                                                                         server_for, tmp_path):
+    """Signals are recorded and acted on where run-local waits, not raised where they land:
+    raised inside Popen.poll(), one would leave its lock held and hang every later wait."""
+    write_tasks(tmp_path / "t.txt", 20)
+    url, password = server_for("redis")
+    proc = subprocess.Popen([*WORKQUEUE, "run-local", "--broker-url", url, "--queue",
+                             redis_broker.queue, "--tasks", str(tmp_path / "t.txt"),
+                             "--parallelism", "2", "--grace-seconds", "2", "--", "sleep", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "WORKQUEUE_BROKER_PASSWORD": password})
+    deadline = time.monotonic() + 30
+    while redis_broker.status().leased < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # When Ctrl-C comes three times, the later ones while the workers are being stopped
+    for _ in range(3):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    _out, err = proc.communicate(timeout=60)
+    # Then it stops once, cleanly, and every lease is back
+    assert proc.returncode == 130, err
+    assert err.count("interrupted") == 1 and "Traceback" not in err
+    status = redis_broker.status()
+    assert status.leased == 0 and status.pending == 20
+
+
 def test_run_local_checks_the_task_file_before_starting_redis(tmp_path):
     started = time.monotonic()
     result = cli("run-local", "--tasks", str(tmp_path / "missing.txt"), "--", "true", env={})

@@ -140,12 +140,46 @@ class LocalRun:
     verbose: bool = False
 
 
-class _Stopped(Exception):
-    """SIGTERM reached run-local: stop as Ctrl-C does."""
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM reached run-local: stop every worker."""
 
 
-def _raise_stopped(_signum: int, _frame: object) -> None:
-    raise _Stopped
+class _Signals:
+    """Ctrl-C and SIGTERM, recorded when they come and acted on where run-local waits.
+
+    Raised where they come (as KeyboardInterrupt is), they could land between Popen.poll()
+    taking its lock and the try that releases it; every later wait for that worker then
+    blocks for good, and run-local hangs instead of stopping."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _Signals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def _record(self, signum: int, _frame: object) -> None:
+        self.received = signum
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise _Interrupted
+
+    def wait_for(self, proc: subprocess.Popen[bytes]) -> int:
+        """``proc``'s exit code; on a signal meanwhile, it is stopped first."""
+        while (code := proc.poll()) is None:
+            if self.received is not None:
+                proc.terminate()
+                proc.wait()
+                raise _Interrupted
+            time.sleep(0.1)
+        return code
 
 
 def run_local(run: LocalRun, broker_url: str | None, password: str | None) -> int:
@@ -155,37 +189,37 @@ def run_local(run: LocalRun, broker_url: str | None, password: str | None) -> in
     back (none is left leased), and the private redis-server and its folder are removed."""
     if run.tasks != "-":
         source_files(run.tasks)
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
     job: _LocalJob | None = None
     local: LocalRedis | None = None
-    try:
-        local = None if broker_url else LocalRedis().start()
-        if local:
-            print(f"run-local: started a private redis-server on 127.0.0.1:{local.port}")
-            broker_url, password = local.url, local.password
-        env = {**os.environ, "WORKQUEUE_BROKER_URL": broker_url, "WORKQUEUE_QUEUE": run.queue,
-               "WORKQUEUE_BROKER_PASSWORD": password or "",
-               "WORKQUEUE_LOG_LEVEL": "INFO" if run.verbose else "WARNING"}
-        worker = [*CLI, "work", "--mode", run.mode, *run.worker_args, "--", *run.command]
-        job = _LocalJob(worker, env, run.parallelism, completions=None)
-        return _run(run, job, password, hint=local is None)
-    except (KeyboardInterrupt, _Stopped) as exc:
-        stopped = job.stop_all() if job else 0
-        print(f"run-local: interrupted; stopped {plural(stopped, 'worker')}, which gave their "
-              "unstarted tasks back", file=sys.stderr)
-        return EXIT_STOPPED if isinstance(exc, _Stopped) else EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if local:
-            local.cleanup()
+    with _Signals() as signals:
+        try:
+            local = None if broker_url else LocalRedis().start()
+            if local:
+                print(f"run-local: started a private redis-server on 127.0.0.1:{local.port}")
+                broker_url, password = local.url, local.password
+            env = {**os.environ, "WORKQUEUE_BROKER_URL": broker_url,
+                   "WORKQUEUE_QUEUE": run.queue, "WORKQUEUE_BROKER_PASSWORD": password or "",
+                   "WORKQUEUE_LOG_LEVEL": "INFO" if run.verbose else "WARNING"}
+            worker = [*CLI, "work", "--mode", run.mode, *run.worker_args, "--", *run.command]
+            job = _LocalJob(worker, env, run.parallelism, completions=None, signals=signals)
+            return _run(run, job, password, hint=local is None)
+        except _Interrupted:
+            stopped = job.stop_all() if job else 0
+            print(f"run-local: interrupted; stopped {plural(stopped, 'worker')}, which gave "
+                  "their unstarted tasks back", file=sys.stderr)
+            return EXIT_INTERRUPTED if signals.received == signal.SIGINT else EXIT_STOPPED
+        finally:
+            if local:
+                local.cleanup()
 
 
 def _run(run: LocalRun, job: _LocalJob, password: str | None, hint: bool) -> int:
     """Seed, then run the workers to the end and print the verdict."""
-    seeded = subprocess.run([*CLI, "seed", "--tasks", run.tasks], env={
-        **job.env, "WORKQUEUE_LOG_LEVEL": "INFO"}, check=False)
-    if seeded.returncode != 0:
-        return seeded.returncode
+    seeder = subprocess.Popen([*CLI, "seed", "--tasks", run.tasks], env={
+        **job.env, "WORKQUEUE_LOG_LEVEL": "INFO"})
+    seeded = job.signals.wait_for(seeder)
+    if seeded != 0:
+        return seeded
     broker = connect(job.env["WORKQUEUE_BROKER_URL"], run.queue, password, connect_timeout=30)
     try:
         if run.mode == "coarse":
@@ -210,8 +244,8 @@ class _LocalJob:
     """Keeps ``parallelism`` worker processes running the way the Job controller does."""
 
     def __init__(self, argv: list[str], env: dict[str, str], parallelism: int,
-                 completions: int | None) -> None:
-        self.argv, self.env = argv, env
+                 completions: int | None, signals: _Signals) -> None:
+        self.argv, self.env, self.signals = argv, env, signals
         self.parallelism, self.completions = parallelism, completions
         self.running: list[subprocess.Popen[bytes]] = []
         self.succeeded = self.failed = 0
@@ -252,6 +286,7 @@ class _LocalJob:
             if time.monotonic() - last >= every:
                 report()
                 last = time.monotonic()
+            self.signals.check()
             time.sleep(0.1)
 
     def stop_all(self) -> int:
