@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,6 +42,8 @@ from .supervisor import Supervisor, run_one
 log = logging.getLogger(__name__)
 
 MODES = ("fine", "coarse")
+STOP_CHECK_SECONDS = 0.1
+"""While idle, how often a worker looks whether it was asked to stop."""
 ACK_FLUSH_SECONDS = 1.0
 """Longest a finished item waits to be recorded while its batch goes on."""
 
@@ -108,14 +109,24 @@ class Runner:
         self.config = config
         self.worker_id = worker_id or new_worker_id()
         self.tally = Tally()
-        self._stop = threading.Event()
+        self._stopping = False
         self._stop_deadline: float | None = None
 
     def request_stop(self) -> None:
-        """Stop taking work; the running item gets ``grace_seconds`` to finish. Signal-safe."""
-        if not self._stop.is_set():
+        """Stop taking work; the running item gets ``grace_seconds`` to finish.
+
+        Signal-safe because it takes no lock: a SIGTERM handler runs in the main thread, and
+        setting a threading.Event there could wait forever on the Event's lock if the signal
+        came while that thread held it (in Event.wait)."""
+        if not self._stopping:
             self._stop_deadline = time.monotonic() + self.config.grace_seconds
-            self._stop.set()
+            self._stopping = True
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less once a stop is requested."""
+        end = time.monotonic() + seconds
+        while not self._stopping and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, STOP_CHECK_SECONDS))
 
     def run(self) -> int:
         """Work until done; returns the process exit code."""
@@ -133,7 +144,7 @@ class Runner:
         waiting = _Waiting(config, self.broker)
         done: list[Delivery] = []
         try:
-            while not self._stop.is_set():
+            while not self._stopping:
                 with supervisor.lock:
                     fetched = self._ack_and_fetch(consumer, done, sizer.next())
                     supervisor.leased()
@@ -144,7 +155,7 @@ class Runner:
                     # Drained before the seeder has applied this worker's retry round is
                     # waiting for the seeder too.
                     waiting.idle(fetched.seeded and not fetched.drained)
-                    self._stop.wait(config.poll_seconds)
+                    self._pause(config.poll_seconds)
                     continue
                 waiting.busy()
                 started = time.monotonic()
@@ -194,7 +205,7 @@ class Runner:
         first_done = 0.0
         index = 0
         supervisor.held = lambda: [*done, *deliveries[index:]]
-        while index < len(deliveries) and not self._stop.is_set():
+        while index < len(deliveries) and not self._stopping:
             delivery = deliveries[index]
             supervisor.running = True
             run = run_one(self.handler, delivery.item)
@@ -215,7 +226,7 @@ class Runner:
                 done.append(delivery)
                 # Once stopping, successes wait for the consumer to stop (see run()).
                 if (time.monotonic() - first_done >= ACK_FLUSH_SECONDS
-                        and not self._stop.is_set()):
+                        and not self._stopping):
                     self._ack(consumer, done)
                     done = []
         if index < len(deliveries):
