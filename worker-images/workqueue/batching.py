@@ -15,7 +15,7 @@ class BatchSizer:
     from 1 up to ``limit``, at most twice the last size (so one fast batch cannot lease a long
     run of slow items). ``seconds`` 0 turns it off: always ``limit``. Sizes below ``limit`` are
     powers of two, so that small changes in item times do not change the size (on RabbitMQ
-    each change is a round trip to set the prefetch)."""
+    each change is a new subscription)."""
 
     def __init__(self, limit: int, seconds: float) -> None:
         self.limit = limit
@@ -26,7 +26,8 @@ class BatchSizer:
         return self.size
 
     def observe(self, items: int, seconds: float) -> None:
-        """The last batch ran ``items`` items in ``seconds`` (their run time, not the queue's)."""
+        """The last batch of ``items`` items took ``seconds`` to work through (its runs, and the
+        broker calls that record failures on the way)."""
         if self.seconds <= 0 or items <= 0:
             return
         fits = self.limit if seconds <= 0 else int(self.seconds * items / seconds)

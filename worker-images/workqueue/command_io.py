@@ -65,10 +65,8 @@ class CommandPipes:
         self.data = memoryview(data)
         self.outputs = outputs
         self.selector = selectors.DefaultSelector()
-        stdin = proc.stdin
-        assert stdin is not None
-        os.set_blocking(stdin.fileno(), False)
-        self.selector.register(stdin, selectors.EVENT_WRITE)
+        os.set_blocking(proc.stdin.fileno(), False)
+        self.selector.register(proc.stdin, selectors.EVENT_WRITE)
         for pipe in outputs:
             self.selector.register(pipe, selectors.EVENT_READ)
 

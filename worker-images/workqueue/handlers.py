@@ -79,13 +79,13 @@ class CommandHandler:
         # Resolved once, and the environment encoded once: per task, both cost about as much
         # as the rest of starting the command.
         self.executable = executable
+        # The user's program needs the task, not the queue's credentials.
+        self._env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()
+                     if k not in PASSWORD_ENV}
         close_on_exec_above_stdio()
         self.argv = list(argv)
         self.timeout_seconds = timeout_seconds
         self.capture_result = capture_result
-        # The user's program needs the task, not the queue's credentials.
-        self._env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()
-                     if k not in PASSWORD_ENV}
         self._proc: Command | None = None
         self._lock = threading.Lock()
 
