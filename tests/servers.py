@@ -14,6 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import pika
+import pika.exceptions
+
 from workqueue.local import LocalRedis, free_port, wait_for_port
 
 BOOT_TIMEOUT = 90.0
@@ -131,7 +134,27 @@ class RabbitNode:
                                         start_new_session=True)
         wait_for_port(self.process, self.port, BOOT_TIMEOUT,
                       f"rabbitmq-server (logs: {self.dir}/log)")
+        self._wait_for_vhost()
         return self
+
+    def _wait_for_vhost(self) -> None:
+        """Wait until the node takes an AMQP connection and a channel. After a hard stop it
+        listens before its vhost has recovered its queues, and answers 541 INTERNAL_ERROR
+        meanwhile (seen in a full run: every later test on that node then failed at setup)."""
+        params = pika.URLParameters(self.url)
+        params.credentials = pika.PlainCredentials(self.user, self.password)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            try:
+                connection = pika.BlockingConnection(params)
+                connection.channel()
+                connection.close()
+                return
+            except pika.exceptions.AMQPError as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"rabbitmq-server took no AMQP connection within "
+                                       f"{BOOT_TIMEOUT:.0f}s ({exc!r}; logs: {self.dir}/log)")
+                time.sleep(0.2)
 
     @property
     def pid_file(self) -> Path:
