@@ -301,7 +301,7 @@ def server_version(node: RootRedis | RabbitNode) -> str:
             client.close()
     broker = connect(node.url, f"bench-version-{secrets.token_hex(4)}", node.password)
     try:
-        properties = broker.connection._impl.server_properties  # type: ignore[attr-defined]
+        properties = broker.link.connection._impl.server_properties  # type: ignore[attr-defined]
         return properties["version"].decode() if isinstance(properties["version"], bytes) \
             else str(properties["version"])
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pika
 import pika.exceptions
+import redis
 
 from workqueue.local import LocalRedis, free_port, wait_for_port
 
@@ -82,6 +83,24 @@ class RootRedis(LocalRedis):
     def server_argv(self, folder: Path) -> list[str]:
         return in_root(self.root, super().server_argv(inner(self.root, folder)))
 
+    def restart(self, wipe: bool = False) -> None:
+        """Stop and start again; ``wipe`` first deletes its data (AOF), as a broker pod on an
+        emptyDir comes back."""
+        self.stop()
+        if wipe:
+            for path in self.dir.iterdir():
+                if path.name != "redis.conf":
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.start()
+
+    def close_connections(self) -> None:
+        """Close every client connection, as a dropped link does (CLIENT KILL)."""
+        client = redis.Redis(port=self.port, password=self.password)
+        try:
+            client.client_kill_filter(_type="normal", skipme=True)
+        finally:
+            client.close()
+
     def cleanup(self) -> None:
         super().cleanup()
         if self.root is not None:
@@ -141,8 +160,9 @@ class RabbitNode:
         """Wait until the node takes an AMQP connection and a channel. After a hard stop it
         listens before its vhost has recovered its queues, and answers 541 INTERNAL_ERROR
         meanwhile (seen in a full run: every later test on that node then failed at setup)."""
-        params = pika.URLParameters(self.url)
-        params.credentials = pika.PlainCredentials(self.user, self.password)
+        credentials = pika.PlainCredentials(self.user, self.password)
+        params = pika.ConnectionParameters("127.0.0.1", self.port, credentials=credentials,
+                                           connection_attempts=1, socket_timeout=5)
         deadline = time.monotonic() + BOOT_TIMEOUT
         while True:
             try:
@@ -152,8 +172,9 @@ class RabbitNode:
                 return
             except pika.exceptions.AMQPError as exc:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"rabbitmq-server took no AMQP connection within "
-                                       f"{BOOT_TIMEOUT:.0f}s ({exc!r}; logs: {self.dir}/log)")
+                    raise TimeoutError(
+                        f"rabbitmq-server took no AMQP connection within {BOOT_TIMEOUT:.0f}s "
+                        f"({exc!r}; logs: {self.dir}/log)") from exc
                 time.sleep(0.2)
 
     @property
@@ -196,6 +217,25 @@ class RabbitNode:
         """Whether the host's epmd (the chroot's nodes use it too) still lists this node."""
         names = subprocess.run(["epmd", "-names"], capture_output=True, text=True).stdout
         return f"name {self.name.split('@')[0]} at port" in names
+
+    def restart(self, wipe: bool = False) -> None:
+        """Stop and start the node; ``wipe`` first deletes its data, as a broker pod on an
+        emptyDir comes back (the user is made again from rabbitmq.conf)."""
+        self.stop()
+        if wipe:
+            shutil.rmtree(self.dir / "mnesia")
+            (self.dir / "mnesia").mkdir()
+            if os.geteuid() == 0:
+                os.chown(self.dir / "mnesia", *_account(self.root, "rabbitmq"))
+        self.start()
+
+    def close_connections(self) -> None:
+        """Close every client connection, as a broker restart or a dropped link does, without
+        stopping the node (rabbitmqctl, as the rabbitmq user, whose Erlang cookie it needs)."""
+        command = (f"{Path(self.binary).parent / 'rabbitmqctl'} -n {self.name} "
+                   "close_all_connections 'test: connection reset'")
+        subprocess.run(in_root(self.root, ["su", "rabbitmq", "-s", "/bin/sh", "-c", command]),
+                       check=True, capture_output=True, timeout=60)
 
     def cleanup(self) -> None:
         self.stop()

@@ -10,15 +10,12 @@ deleted permanently"). A PVC re-attach plus an image pull can keep it away for m
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import WORKQUEUE, broker_env, write_tasks
+from cli_workers import BOUND_SECONDS, Workers, cli, wait_until
+from conftest import broker_env, write_tasks
 from workqueue import seed
 from workqueue.broker import SeedState
 from workqueue.brokers.redis import RedisBroker
@@ -30,54 +27,6 @@ from workqueue.errors import (
     EXIT_STATE_LOST,
 )
 from workqueue.local import LocalRedis
-
-BOUND_SECONDS = 60
-"""Longest any worker may take to notice a fault and exit: a run must never hang."""
-
-
-class Workers:
-    """`workqueue work` processes, as the worker Job's pods run them, each logging to a file."""
-
-    def __init__(self, env: dict[str, str], logs: Path, count: int, *command: str) -> None:
-        logs.mkdir(exist_ok=True)
-        self.logs = [logs / f"worker-{i}.log" for i in range(count)]
-        self.procs = [
-            subprocess.Popen([*WORKQUEUE, "work", "--", *command], env={**os.environ, **env},
-                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
-            for log in self.logs
-        ]
-
-    def wait(self, timeout: float = BOUND_SECONDS) -> list[int]:
-        try:
-            return [proc.wait(timeout) for proc in self.procs]
-        finally:
-            for proc in self.procs:
-                proc.kill()
-
-    def text(self) -> str:
-        return "\n".join(log.read_text() for log in self.logs)
-
-
-def cli(*args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 60):
-    return subprocess.run([*WORKQUEUE, *args], capture_output=True, text=True, input=stdin,
-                          timeout=timeout, env={**os.environ, **env})
-
-
-def wait_until(check, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def restart_empty(server: LocalRedis) -> None:
-    """Restart Redis with no data, as a broker pod on an emptyDir comes back."""
-    server.stop()
-    for path in server.dir.iterdir():
-        if path.name != "redis.conf":
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    server.start()
 
 
 def redis_env(server: LocalRedis, queue: str, **extra: str) -> dict[str, str]:
@@ -94,7 +43,7 @@ def test_redis_restarted_empty_mid_run_fails_every_worker_with_state_lost(own_re
     workers = Workers(env, tmp_path / "logs", 2, "sh", "-c", "sleep 0.05")
     wait_until(lambda: broker.status().done >= 20, what="20 tasks done")
     # When the broker comes back empty (a pod on an emptyDir replaced)
-    restart_empty(own_redis)
+    own_redis.restart(wipe=True)
     # Then every worker exits with the lost-state code, in bounded time, naming the fix
     assert workers.wait() == [EXIT_STATE_LOST, EXIT_STATE_LOST]
     log = workers.text()
@@ -190,7 +139,8 @@ def test_redis_outage_shorter_than_the_tolerance_is_ridden_out(own_redis, tmp_pa
     assert workers.wait(120) == [0, 0], workers.text()
     done = {line for f in out.iterdir() for line in f.read_text().splitlines()}
     assert done == set(tasks)
-    assert "cannot reach redis" in workers.text() and "is back after" in workers.text()
+    assert "lost the connection to redis" in workers.text()
+    assert "is back after" in workers.text()
     assert "Traceback" not in workers.text()
     broker.close()
 

@@ -243,7 +243,7 @@ def test_status_of_a_misspelled_queue_is_an_error(redis_server, redis_broker, tm
 def test_an_unreachable_broker_is_reported_while_waiting(tmp_path):
     result = cli("status", "--broker-url", "redis://127.0.0.1:1/0", "--connect-timeout", "2",
                  env={})
-    assert "cannot reach redis at 127.0.0.1:1 for 0s" in result.stderr
+    assert "cannot reach redis at 127.0.0.1:1 yet" in result.stderr
     assert result.returncode == 5
 
 

@@ -36,7 +36,7 @@ def family(broker, server_for):
         leftover.purge()
         leftover.close()
     if isinstance(broker, RabbitMQBroker):
-        broker.channel.queue_delete(f"wq.{broker.queue}.current")
+        broker.link.channel.queue_delete(f"wq.{broker.queue}.current")
     else:
         broker.client.delete(f"wq:{{{broker.queue}}}:current")
 

@@ -65,7 +65,7 @@ def test_a_receipt_that_outlived_its_acks_does_not_end_the_run_early(rabbitmq_br
     # all still waiting while the count says they are done
     (tmp_path / "tasks.txt").write_text("".join(f"t{i}\n" for i in range(5)))
     seed(rabbitmq_broker, str(tmp_path / "tasks.txt"))
-    rabbitmq_broker.channel.basic_publish("", rabbitmq_broker.names["done"], '{"done": 5}')
+    rabbitmq_broker.link.channel.basic_publish("", rabbitmq_broker.names["done"], '{"done": 5}')
     # Then a worker with nothing in hand (as when others hold the tasks) does not call it drained
     idle = rabbitmq_broker.consumer("idle", 1, 60, 3)
     assert not idle._idle().drained

@@ -127,7 +127,7 @@ def test_malformed_rabbitmq_message_is_dead_lettered(rabbitmq_broker, server_for
     # Given a seeded queue plus a message someone else published by hand
     (tmp_path / "t.txt").write_text("good\n")
     seed(rabbitmq_broker, str(tmp_path / "t.txt"))
-    rabbitmq_broker.channel.basic_publish("", rabbitmq_broker.names["tasks"], b"not json")
+    rabbitmq_broker.link.channel.basic_publish("", rabbitmq_broker.names["tasks"], b"not json")
     # When a worker drains it
     result = cli("work", "--", "true", env=broker_env(rabbitmq_broker, server_for))
     # Then the stray message is dead-lettered with the reason, and the good task is done

@@ -1,5 +1,10 @@
 """Riding out a broker that is away: pods often start before their broker is ready, and a broker
-pod that is rescheduled (a volume re-attached, an image pulled) can be gone for minutes."""
+pod that is rescheduled (a volume re-attached, an image pulled) can be gone for minutes.
+
+Every outage is logged, however short: one line when the broker is lost (or not reachable yet),
+one every LOG_EVERY_SECONDS while it stays away, and one when it is back, with how long it took.
+A stop asked for meanwhile (SIGTERM) ends the wait at once.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from .. import stopping
 from ..errors import BrokerAuthError, BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -21,17 +27,19 @@ MAX_DELAY_SECONDS = 5.0
 
 
 class Outage:
-    """One spell of a broker being unreachable: backoff between tries, a log line every
-    LOG_EVERY_SECONDS, and BrokerUnavailable once ``tolerance`` seconds have passed."""
+    """One spell of a broker being unreachable: backoff between tries, the log lines, and
+    BrokerUnavailable once ``tolerance`` seconds have passed. ``lost`` tells a broker that was
+    reached before and went away from one that has not answered yet (at start)."""
 
-    def __init__(self, server: str, tolerance: float, fix: str) -> None:
-        self.server, self.tolerance, self.fix = server, tolerance, fix
+    def __init__(self, server: str, tolerance: float, fix: str, lost: bool = True) -> None:
+        self.server, self.tolerance, self.fix, self.lost = server, tolerance, fix, lost
         self.started = time.monotonic()
         self.delay = 0.2
         self.next_log = self.started
 
     def wait(self, exc: BaseException) -> None:
-        """Sleep before the next try, or raise BrokerUnavailable if the tolerance is spent."""
+        """Sleep before the next try, or raise BrokerUnavailable if the tolerance is spent
+        (stopping.Stopped if a stop is asked for meanwhile)."""
         now = time.monotonic()
         away = now - self.started
         if away + self.delay > self.tolerance:
@@ -39,17 +47,21 @@ class Outage:
                 f"cannot reach {self.server} after {self.tolerance:.0f}s ({reason(exc)}): "
                 f"{self.fix}") from exc
         if now >= self.next_log:
-            log.warning("cannot reach %s for %.0fs (%s); retrying for up to %.0fs", self.server,
-                        away, reason(exc), self.tolerance)
+            if self.next_log == self.started:
+                first = ("lost the connection to %s (%s); retrying for up to %.0fs" if self.lost
+                         else "cannot reach %s yet (%s); retrying for up to %.0fs")
+                log.warning(first, self.server, reason(exc), self.tolerance)
+            else:
+                log.warning("cannot reach %s for %.0fs (%s); retrying for up to %.0fs",
+                            self.server, away, reason(exc), self.tolerance)
             self.next_log = now + LOG_EVERY_SECONDS
-        time.sleep(self.delay)
+        stopping.sleep(self.delay, f"waiting for {self.server}")
         self.delay = min(self.delay * 2, MAX_DELAY_SECONDS)
 
     def ended(self) -> None:
         """The broker answered again."""
         away = time.monotonic() - self.started
-        if away >= 1.0:
-            log.warning("%s is back after %.0fs", self.server, away)
+        log.warning("%s is back after %.1fs", self.server, away)
 
 
 UNREACHABLE_FIX = ("check the broker is running and that this pod may reach it (NetworkPolicy, "
@@ -71,7 +83,7 @@ def retry_until(attempt: Callable[[], T], timeout: float, server: str,
             raise
         except (*_TRANSIENT, *transient, _redis_connection_error()) as exc:
             if outage is None:
-                outage = Outage(server, timeout, fix or UNREACHABLE_FIX)
+                outage = Outage(server, timeout, fix or UNREACHABLE_FIX, lost=False)
             outage.wait(exc)
             continue
         if outage is not None:

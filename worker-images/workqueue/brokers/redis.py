@@ -11,7 +11,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..broker import (
@@ -76,9 +76,13 @@ class RedisBroker(Broker):
         self.client = redis.Redis.from_url(
             url, password=password or None, decode_responses=True, socket_connect_timeout=5,
             socket_timeout=min(30.0, connect_timeout), health_check_interval=15,
+            # No retry of the client's own: `call` rides out every outage, however short, and
+            # logs it (a broker restart was silent in the workers' logs otherwise).
             retry=Retry(NoBackoff(), 0),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            redis_connect_func=self._on_connect,
         )
+        self._server_run: str | None = None
         self.keys = _queue_keys(queue)
         self._key = dict(zip(_KEY_NAMES, self.keys, strict=True))
         self._scripts = {
@@ -89,9 +93,21 @@ class RedisBroker(Broker):
                    "running and this pod may reach it")
         retry_until(self._ping, connect_timeout, self.server, transient=(redis.TimeoutError,),
                     fix=tls_fix if self.tls else None)
-        # Once connected, the client retries a dropped connection briefly; `call` rides out
-        # longer outages for up to `outage_seconds`.
-        self.client.set_retry(Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=3))
+
+    def _on_connect(self, connection: redis.Connection) -> None:
+        """Each new connection (redis-py makes one again, silently, when the server closed the
+        last): a server that restarted between two commands has a new run id, and that is
+        logged, so that no broker restart goes unseen."""
+        connection.on_connect()
+        connection.send_command("INFO", "server", check_health=False)
+        info = dict(line.split(":", 1) for line in connection.read_response().splitlines()
+                    if ":" in line)
+        run, uptime = info.get("run_id"), info.get("uptime_in_seconds", "?")
+        if self._server_run is not None and run != self._server_run:
+            log.warning("%s restarted %ss ago: workers carry on with the queue as it kept it "
+                        "(AOF); a lease that expired meanwhile runs its task again", self.server,
+                        uptime)
+        self._server_run = run
 
     def _ping(self) -> None:
         wants_password = BrokerAuthError(

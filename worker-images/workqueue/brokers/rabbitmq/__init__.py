@@ -1,0 +1,26 @@
+"""RabbitMQ broker: the queue-wide calls (broker.py), one worker's consumer (consumer.py), the
+per-task report (records.py), connections that come back (connection.py), message formats
+(messages.py).
+
+Queues, all durable, named ``wq.<queue>.<role>``:
+  tasks    quorum queue of items (persistent messages); consumers use prefetch and manual ack
+  done     receipts {"done": n}, one per batch of items done, merged as they are counted
+  dead     dead-lettered items with their last error
+  retries  one receipt per retry          seed     one message: the seeding cursor
+  seeded   one message once seeding is complete: {total, fingerprint}
+  refused  one message while the seeder's last attempt was refused: its reason
+  delayed  quorum queue of failed items waiting out their retry delay: each has a TTL, and the
+           server moves it to `tasks` when that runs out (at-least-once dead-lettering)
+  report   records of settled items, [[id, record], ...] per message: one message per settle,
+           published in its transaction, and merged into chunks as the report is read
+
+Settling items publishes their receipt and acks the deliveries in one AMQP transaction, so each
+item is counted exactly once, as done or dead. That makes "drained" exact: done + dead == total.
+A retry republishes the item with its attempt count in a header; a worker that dies mid-item drops
+its connection and the server redelivers (x-delivery-count counts those runs), so there is no
+lease to reap.
+"""
+
+from .broker import RabbitMQBroker
+
+__all__ = ["RabbitMQBroker"]

@@ -1,0 +1,301 @@
+"""The queue-wide calls on RabbitMQ: seeding, counts, dead letters, the report, purge."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+
+import pika.exceptions as amqp
+from pika.adapters.blocking_connection import BlockingChannel
+
+from ...broker import Broker, Consumer, DeadItem, SeedState, Status
+from ...defaults import CONNECT_TIMEOUT_SECONDS, OUTAGE_SECONDS
+from ...errors import BrokerFull, WorkqueueError
+from ...message import encode, item_id
+from ...report import TaskRecord
+from . import records
+from .connection import Link, parameters
+from .messages import SAFETY_DELIVERY_LIMIT, dead_item, persistent, queue_names
+
+log = logging.getLogger(__name__)
+
+
+class RabbitMQBroker(Broker):
+    """A queue made of the RabbitMQ queues the package docstring lists."""
+
+    def __init__(self, url: str, queue: str, password: str | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+                 outage_seconds: float = OUTAGE_SECONDS, heartbeat_seconds: int = 30) -> None:
+        self.queue = queue
+        self.names = queue_names(queue)
+        self.params = parameters(url, password, heartbeat_seconds, connect_timeout)
+        self.server = f"rabbitmq at {self.params.host}:{self.params.port}"
+        self.outage_seconds = outage_seconds
+        self._seed_channel: BlockingChannel | None = None
+        self.link = Link(self.params, self.server, queue, outage_seconds,
+                         on_open=self._forget_seed_channel)
+        self.link.connect(connect_timeout)
+        # Declared once, not on every reconnect: a broker that comes back without its data
+        # must show as queues gone (StateLost), not as new empty ones.
+        self.link.call(self._declare)
+
+    def _forget_seed_channel(self, _channel: BlockingChannel) -> None:
+        self._seed_channel = None
+
+    def _declare(self, channel: BlockingChannel) -> None:
+        channel.queue_declare(self.names["tasks"], durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": SAFETY_DELIVERY_LIMIT,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.names["dead"],
+        })
+        # An expired retry moves to `tasks` exactly as a crash-safe publish would: quorum
+        # queues dead-letter at least once (RabbitMQ 3.10+) only with reject-publish overflow.
+        channel.queue_declare(self.names["delayed"], durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.names["tasks"],
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        })
+        # Version 2 keeps a classic queue's messages on disk, not in memory (the default from
+        # RabbitMQ 4.0; 3.10 and later take the argument): a million records cost disk only.
+        channel.queue_declare(self.names["report"], durable=True,
+                              arguments={"x-queue-version": 2})
+        for role, name in self.names.items():
+            if role not in ("tasks", "delayed", "report"):
+                channel.queue_declare(name, durable=True)
+
+    def count(self, role: str) -> int:
+        """Ready messages in one of the queues."""
+        return self.link.call(lambda channel: channel.queue_declare(
+            self.names[role], passive=True).method.message_count)
+
+    def peek(self, role: str) -> dict | None:
+        """The first message of a queue, left in place."""
+        def action(channel: BlockingChannel) -> dict | None:
+            method, _props, body = channel.basic_get(self.names[role])
+            if method is None:
+                return None
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            return json.loads(body)
+
+        return self.link.call(action)
+
+    def seed_state(self) -> SeedState:
+        raw = self.peek("seed") or {}
+        return SeedState(
+            cursor=int(raw.get("cursor", 0)), fingerprint=raw.get("fingerprint"),
+            total=raw.get("total"), complete=bool(raw.get("complete")), run=raw.get("run"),
+        )
+
+    def _seeding_channel(self, channel: BlockingChannel) -> BlockingChannel:
+        """The seeder's transactional channel on the current connection."""
+        if self._seed_channel is None:
+            seeding = channel.connection.channel()
+            try:
+                # Held for the seeder's lifetime: a second seeder fails here instead of racing.
+                seeding.queue_declare(f"wq.{self.queue}.seed-lock", exclusive=True)
+            except amqp.ChannelClosedByBroker as exc:
+                raise WorkqueueError(
+                    f"another seeder is writing queue {self.queue!r}; run one seeder at a time"
+                ) from exc
+            seeding.tx_select()
+            self._seed_channel = seeding
+        return self._seed_channel
+
+    def seed_batch(self, state: SeedState, payloads: Sequence[str]) -> SeedState:
+        new = SeedState(state.cursor + len(payloads), state.fingerprint, state.total,
+                        run=state.run)
+
+        def action(channel: BlockingChannel) -> SeedState:
+            seeding = self._seeding_channel(channel)
+            for offset, payload in enumerate(payloads):
+                seeding.basic_publish("", self.names["tasks"],
+                                      encode(item_id(state.cursor + offset), payload),
+                                      persistent())
+            return self._commit_seed_state(seeding, state, new)
+
+        try:
+            return self.link.call(action)
+        except amqp.ConnectionBlockedTimeout as exc:
+            # The server blocks publishers while a memory or disk alarm is on.
+            raise BrokerFull(
+                f"{self.server} stopped taking tasks for "
+                f"{self.params.blocked_connection_timeout:.0f}s (a memory or disk alarm): raise "
+                "broker.rabbitmq.resources.limits.memory or broker.persistence.size, or seed "
+                "fewer or smaller tasks") from exc
+
+    def mark_seeded(self, state: SeedState) -> SeedState:
+        new = SeedState(state.cursor, state.fingerprint, state.total, complete=True,
+                        run=state.run)
+        return self.link.call(lambda channel: self._commit_seed_state(
+            self._seeding_channel(channel), state, new))
+
+    def _commit_seed_state(self, channel: BlockingChannel, old: SeedState,
+                           new: SeedState) -> SeedState:
+        """Swap the cursor message for ``new`` in the same transaction as the batch. Run again
+        after a dropped connection, it finds ``new`` already there if the first commit landed,
+        and keeps that instead of seeding the batch twice."""
+        method, _props, body = channel.basic_get(self.names["seed"])
+        held = json.loads(body) if method else {}
+        if (held.get("cursor", 0), bool(held.get("complete"))) == (new.cursor, new.complete):
+            # Drop this attempt's publishes, and hand the cursor back for the next batch.
+            channel.tx_rollback()
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            channel.tx_commit()
+            return new
+        if int(held.get("cursor", 0)) != old.cursor:
+            channel.tx_rollback()
+            raise WorkqueueError(f"the seed cursor of queue {self.queue!r} moved under us; run "
+                                 "one seeder at a time")
+        channel.basic_publish("", self.names["seed"], json.dumps({
+            "cursor": new.cursor, "fingerprint": new.fingerprint, "total": new.total,
+            "complete": new.complete, "run": new.run}), persistent())
+        if method is not None:
+            channel.basic_ack(method.delivery_tag)
+        if new.complete:
+            channel.basic_publish("", self.names["seeded"], json.dumps({
+                "total": new.total, "fingerprint": new.fingerprint, "run": new.run,
+                "at": round(time.time(), 3)}), persistent())
+        channel.tx_commit()
+        return new
+
+    def consumer(self, worker_id: str, prefetch: int, lease_seconds: float,
+                 max_attempts: int, run_id: str | None = None) -> Consumer:
+        from .consumer import RabbitConsumer
+
+        return RabbitConsumer(self, worker_id, prefetch, max_attempts, run_id)
+
+    def done_count(self) -> int:
+        return self.link.call(lambda channel: records.done_count(channel, self.names["done"]))
+
+    def status(self) -> Status:
+        marker = self.peek("seeded")
+        cursor = marker or self.peek("seed")
+        delayed = self.count("delayed")
+        pending, done, dead = self.count("tasks") + delayed, self.done_count(), self.count("dead")
+        total = marker["total"] if marker else None
+        leased = max(total - pending - done - dead, 0) if total is not None else 0
+        return Status(seeded=marker is not None, total=total, pending=pending, leased=leased,
+                      done=done, dead=dead, retried=self.count("retries"), delayed=delayed,
+                      run=cursor.get("run") if cursor else None,
+                      seeded_at=marker.get("at") if marker else None,
+                      exists=cursor is not None or pending + done + dead > 0)
+
+    def dead_items(self, limit: int) -> list[DeadItem]:
+        def action(channel: BlockingChannel) -> list[DeadItem]:
+            # A channel of its own: closing it hands every message it took back to the queue.
+            side = channel.connection.channel()
+            found = []
+            try:
+                while len(found) < limit:
+                    method, props, body = side.basic_get(self.names["dead"])
+                    if method is None:
+                        break
+                    found.append(dead_item(props, body))
+            finally:
+                side.close()
+            return found
+
+        return self.link.call(action)
+
+    def records(self) -> Iterator[TaskRecord]:
+        """Every record, read once; the messages are merged into chunks as they go by, so the
+        next read takes fewer."""
+        return records.latest_per_task(self.link.call(
+            lambda channel: records.read_report(channel, self.names["report"])))
+
+    def record_sample(self, size: int) -> list[TaskRecord]:
+        return list(records.latest_per_task(self.link.call(
+            lambda channel: records.sample(channel, self.names["report"], size))))
+
+    def publish_records(self, channel: BlockingChannel, pairs: list[list[str]]) -> None:
+        """Part of the caller's transaction: records as [id, record] pairs."""
+        records.publish_records(channel, self.names["report"], pairs)
+
+    def purge(self) -> None:
+        def action(channel: BlockingChannel) -> None:
+            for name in self.names.values():
+                channel.queue_delete(name)
+
+        self.link.call(action)
+
+    def retry_dead(self, round_number: int = 0) -> int | None:
+        # One transaction on the seeding channel: the items go back, the dead letters go,
+        # and the cursor records the round, together.
+        def action(main: BlockingChannel) -> int | None:
+            channel = self._seeding_channel(main)
+            method, _props, body = channel.basic_get(self.names["seed"])
+            cursor = json.loads(body) if method else {}
+            if round_number and int(cursor.get("retry_round", 0)) >= round_number:
+                if method is not None:
+                    channel.basic_nack(method.delivery_tag, requeue=True)
+                channel.tx_commit()
+                return None
+            moved = 0
+            while True:
+                dead, props, raw = channel.basic_get(self.names["dead"])
+                if dead is None:
+                    break
+                item = dead_item(props, raw)
+                channel.basic_publish("", self.names["tasks"], encode(item.id, item.payload),
+                                      persistent())
+                channel.basic_ack(dead.delivery_tag)
+                moved += 1
+            if round_number and method is not None:
+                channel.basic_publish("", self.names["seed"],
+                                      json.dumps({**cursor, "retry_round": round_number}),
+                                      persistent())
+                channel.basic_ack(method.delivery_tag)
+            elif method is not None:
+                channel.basic_nack(method.delivery_tag, requeue=True)
+            channel.tx_commit()
+            return moved
+
+        return self.link.call(action)
+
+    def retry_round(self) -> int:
+        return int((self.peek("seed") or {}).get("retry_round", 0))
+
+    def set_seed_refusal(self, reason: str | None) -> None:
+        def action(channel: BlockingChannel) -> None:
+            channel.queue_purge(self.names["refused"])
+            if reason:
+                channel.basic_publish("", self.names["refused"], json.dumps({"reason": reason}),
+                                      persistent())
+
+        self.link.call(action)
+
+    def seed_refusal(self) -> str | None:
+        return (self.peek("refused") or {}).get("reason")
+
+    def replace_previous(self, family: str) -> str | None:
+        pointer = f"wq.{family}.current"
+
+        def action(main: BlockingChannel) -> str | None:
+            main.queue_declare(pointer, durable=True)
+            channel = self._seeding_channel(main)
+            method, _props, body = channel.basic_get(pointer)
+            previous = body.decode() if method else None
+            if previous == self.queue:
+                channel.basic_nack(method.delivery_tag, requeue=True)
+                channel.tx_commit()
+                return None
+            if previous:
+                # Deleting the queues cancels the previous run's consumers: its workers stop
+                # with "lost its state" rather than settle anything into this run.
+                for name in queue_names(previous).values():
+                    main.queue_delete(name)
+            channel.basic_publish("", pointer, self.queue.encode(), persistent())
+            if method is not None:
+                channel.basic_ack(method.delivery_tag)
+            channel.tx_commit()
+            return previous
+
+        return self.link.call(action)
+
+    def close(self) -> None:
+        self.link.close()

@@ -1,0 +1,170 @@
+"""Connections to RabbitMQ that are opened again when they drop.
+
+A broker pod that restarts resets every connection, sometimes twice in a row (it accepts one
+while it boots, then closes it); `rabbitmqctl close_all_connections` and a lost node do the same.
+Every use of a connection goes through Link.call, which rides that out for up to the outage
+tolerance, logging when the broker goes and when it is back, and never lets an error of a dead
+connection escape as something else (a broken close once turned a clean stop into exit 5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+import pika
+import pika.exceptions as amqp
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
+
+from ...errors import (
+    BrokerAuthError,
+    ConfigError,
+    ConnectionLost,
+    StateLost,
+    lost_state_message,
+)
+from ..outage import UNREACHABLE_FIX, Outage, retry_until
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LINK_ERRORS = (amqp.AMQPConnectionError, amqp.ChannelWrongStateError)
+"""What a dropped connection raises: the connection's own errors, and a channel's once its
+connection is gone."""
+NOT_FOUND = 404
+"""AMQP reply code for a queue that does not exist: ours were declared, so they were deleted
+(or the broker restarted without its data)."""
+
+
+def parameters(url: str, password: str | None, heartbeat: int,
+               connect_timeout: float) -> pika.URLParameters:
+    """Connection parameters for ``url``, with the password given apart from it."""
+    parts = urlsplit(url)
+    user = unquote(parts.username or "guest")
+    secret = password or unquote(parts.password or "")
+    # pika cannot parse a user without a password, so credentials are set apart from the URL.
+    host = parts.netloc.rpartition("@")[2]
+    params = pika.URLParameters(parts._replace(netloc=host).geturl())
+    params.credentials = pika.PlainCredentials(user, secret)
+    params.heartbeat = heartbeat
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    # The whole connect (TCP, TLS, AMQP handshake); a server that is not RabbitMQ never answers.
+    params.stack_timeout = min(15.0, connect_timeout)
+    params.blocked_connection_timeout = 60
+    return params
+
+
+def is_link_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection dropped (a memory alarm's blocked publisher is
+    not: a new connection would be blocked too)."""
+    return isinstance(exc, LINK_ERRORS) and not isinstance(exc, amqp.ConnectionBlockedTimeout)
+
+
+class Link:
+    """One connection and channel to ``server``, opened on first use and again after a drop.
+
+    ``on_open`` prepares each new channel (a transaction, callbacks); ``on_lost`` hears of a
+    drop before anything is done about it, so that a consumer can say what it held."""
+
+    def __init__(self, params: pika.URLParameters, server: str, queue: str,
+                 outage_seconds: float,
+                 on_open: Callable[[BlockingChannel], None] | None = None,
+                 on_lost: Callable[[BaseException], None] | None = None) -> None:
+        self.params, self.server, self.queue = params, server, queue
+        self.outage_seconds = outage_seconds
+        self.on_open, self.on_lost = on_open, on_lost
+        self.connection: pika.BlockingConnection | None = None
+        self.channel: BlockingChannel | None = None
+
+    def connect(self, timeout: float) -> None:
+        """Open the first connection, waiting up to ``timeout`` seconds for the broker (pods
+        often start before it is ready)."""
+        retry_until(self._open, timeout, self.server, transient=(amqp.AMQPConnectionError,))
+
+    def _open(self) -> None:
+        try:
+            connection = pika.BlockingConnection(self.params)
+        except (amqp.ProbableAuthenticationError, amqp.AuthenticationError) as exc:
+            raise BrokerAuthError(
+                f"{self.server} refused user {self.params.credentials.username!r}: check "
+                "WORKQUEUE_BROKER_PASSWORD(_FILE) (in the chart, the broker Secret)"
+            ) from exc
+        except amqp.ProbableAccessDeniedError as exc:
+            raise BrokerAuthError(
+                f"{self.server} denied access to vhost {self.params.virtual_host!r}: grant "
+                "the user permissions there or fix the vhost in the URL"
+            ) from exc
+        except (AMQPConnectorStackTimeout, amqp.IncompatibleProtocolError) as exc:
+            raise ConfigError(
+                f"{self.server} accepted the connection but did not answer as RabbitMQ "
+                f"within {self.params.stack_timeout:.0f}s: check the port (RabbitMQ "
+                "listens on 5672) and the scheme (amqps:// only for a TLS listener)"
+            ) from exc
+        try:
+            channel = connection.channel()
+            if self.on_open is not None:
+                self.on_open(channel)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                connection.close()
+            raise
+        self.connection, self.channel = connection, channel
+
+    def call(self, action: Callable[[BlockingChannel], T], retry: bool = True) -> T:
+        """``action(channel)``. A dropped connection is opened again, for up to the outage
+        tolerance, and the action run again on the new one; with ``retry`` False (a settle,
+        whose delivery tags die with the connection) it raises ConnectionLost instead.
+        A queue that no longer exists raises StateLost."""
+        outage: Outage | None = None
+        while True:
+            try:
+                if self.channel is None:
+                    if not retry:
+                        raise ConnectionLost(f"connection to {self.server} dropped")
+                    self._open()
+                result = action(self.channel)  # type: ignore[arg-type]
+            except amqp.ChannelClosedByBroker as exc:
+                self.check_not_lost(exc)
+                # The broker closed the channel over this call (a real error): the next call
+                # gets a fresh one.
+                self.drop()
+                raise
+            except Exception as exc:
+                if not is_link_error(exc):
+                    raise
+                if self.channel is not None:
+                    self.lost(exc)
+                if not retry:
+                    raise ConnectionLost(f"connection to {self.server} dropped") from exc
+                if outage is None:
+                    outage = Outage(self.server, self.outage_seconds, UNREACHABLE_FIX)
+                outage.wait(exc)
+                continue
+            if outage is not None:
+                outage.ended()
+            return result
+
+    def lost(self, exc: BaseException) -> None:
+        """The connection dropped: say so (on_lost) and let it go."""
+        if self.on_lost is not None:
+            self.on_lost(exc)
+        self.drop()
+
+    def check_not_lost(self, exc: BaseException) -> None:
+        """Raise StateLost if ``exc`` says one of our queues no longer exists."""
+        if isinstance(exc, amqp.ChannelClosedByBroker) and exc.reply_code == NOT_FOUND:
+            raise StateLost(lost_state_message(self.queue, self.server)) from exc
+
+    def drop(self) -> None:
+        """Close the connection, whatever state it is in; the next call opens a new one."""
+        connection, self.connection, self.channel = self.connection, None, None
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    close = drop

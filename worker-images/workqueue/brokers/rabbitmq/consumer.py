@@ -1,0 +1,364 @@
+"""One worker's view of a RabbitMQ queue: a subscription with prefetch on a transactional
+channel (basic.get at batch 1), settling each batch in one transaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import pika
+import pika.exceptions as amqp
+from pika.adapters.blocking_connection import BlockingChannel
+
+from ...broker import Consumer, Delivery, Fetch, Outcome, record_text
+from ...errors import ConnectionLost, OtherRun, other_run_message
+from ...message import Item, MalformedItem, decode, encode
+from ...report import TaskRecord
+from .broker import RabbitMQBroker
+from .connection import Link, is_link_error
+from .messages import ATTEMPT_HEADER, ERROR_HEADER, attempt, persistent, receipt
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STOP_FILL_SECONDS = 0.25
+"""At shutdown, how long the subscription may wait for deliveries already on their way."""
+
+
+class RabbitConsumer(Consumer):
+    """Consumes with prefetch on a transactional channel; a dropped connection is opened again
+    (connection.Link), and what it held goes back to the queue.
+
+    Items given back (``release``) stay with this consumer until ``close``, which cancels the
+    subscription first and only then republishes them. Republished while subscribed, they would
+    come straight back into our prefetch window, and the cancel would hand those back to the
+    server, which counts each such return as a crashed run (x-delivery-count).
+    """
+
+    def __init__(self, broker: RabbitMQBroker, worker_id: str, prefetch: int,
+                 max_attempts: int, run_id: str | None) -> None:
+        self.broker = broker
+        self.worker = worker_id
+        self.prefetch = prefetch
+        self.stopped = False
+        self.max_attempts = max_attempts
+        self.run_id = run_id
+        # pika sends AMQP heartbeats only while we hand it the connection; the server drops a
+        # connection silent for two heartbeat periods.
+        self.keep_alive_seconds = broker.params.heartbeat / 3
+        self.total: int | None = None
+        self.buffer: deque[tuple[int, pika.BasicProperties, bytes]] = deque()
+        self.returned: deque[Delivery] = deque()
+        self.unacked: set[int] = set()
+        self.in_window: set[int] = set()
+        """Delivery tags the current subscription brought (some may be settled since)."""
+        self.tag: str | None = None
+        self.window = 0
+        """The prefetch of our subscription (0: none yet): the batch size last asked for."""
+        self.cancelled_by_server = False
+        self.link = Link(broker.params, broker.server, broker.queue, broker.outage_seconds,
+                         on_open=self._on_open, on_lost=self._on_lost)
+        self.link.connect(broker.outage_seconds)
+
+    def _on_open(self, channel: BlockingChannel) -> None:
+        """A new connection: nothing held, no subscription yet."""
+        channel.tx_select()
+        self.buffer.clear()
+        self.returned.clear()
+        self.unacked.clear()
+        self.in_window.clear()
+        self.tag = None
+        self.window = 0
+        self.cancelled_by_server = False
+        # Deleting a queue cancels its consumers: the next fetch then finds out why.
+        channel.add_on_cancel_callback(self._on_cancel)
+
+    def _on_lost(self, _exc: BaseException) -> None:
+        """What a dropped connection costs: the server puts back what it held."""
+        held = len(self.unacked) + len(self.returned)
+        if held:
+            log.warning("the %d task(s) leased on the lost connection go back to the queue and "
+                        "run again", held)
+
+    def _subscribe(self, window: int) -> None:
+        """Consume with a prefetch of ``window``, replacing the subscription we have.
+
+        A subscription's prefetch is fixed when it starts (RabbitMQ applies basic.qos only to
+        consumers started after it), so a new batch size needs a new subscription. Replacing
+        it must not hand a delivery back: pika rejects what arrives for a cancelled consumer,
+        and RabbitMQ 4 counts each rejection as a run (x-delivery-count). So the old one is
+        cancelled only while its window is full: every delivery it may get is already here
+        (in ``unacked``), and the server sends it nothing more before an ack, and our acks
+        wait in the transaction until a commit. A queue that is gone raises StateLost
+        (Link.call)."""
+        channel = self.link.channel
+        if self.tag is not None:
+            if not self._window_full():
+                return
+            channel.basic_cancel(self.tag)
+            self.tag = None
+        channel.basic_qos(prefetch_count=window)
+        self.in_window.clear()
+        self.tag = channel.basic_consume(self.broker.names["tasks"], self._on_message)
+        self.window = window
+
+    def _window_full(self) -> bool:
+        """Whether the subscription holds as many unsettled deliveries as its prefetch, so
+        that the server sends it nothing more. Deliveries of an earlier subscription do not
+        count: they do not use this one's window."""
+        self.in_window &= self.unacked
+        return len(self.in_window) >= self.window
+
+    def _on_cancel(self, _method: object) -> None:
+        self.cancelled_by_server = True
+
+    def _on_message(self, _channel: object, method: object, props: pika.BasicProperties,
+                    body: bytes) -> None:
+        self.buffer.append((method.delivery_tag, props, body))  # type: ignore[attr-defined]
+        self.unacked.add(method.delivery_tag)  # type: ignore[attr-defined]
+        self.in_window.add(method.delivery_tag)  # type: ignore[attr-defined]
+
+    def _settle(self, action: Callable[[], T]) -> T:
+        """Run one transactional settle; a dropped connection raises ConnectionLost, since
+        the deliveries it names went back to the queue with it."""
+        try:
+            return self.link.call(lambda _channel: action(), retry=False)
+        except amqp.ChannelClosedByBroker as exc:
+            # The transaction did not commit. Seen when our queue was deleted under us: the
+            # ack of a delivery it held is an "unknown delivery tag" (406). The next fetch, on
+            # a new connection, finds the queue gone (StateLost) or carries on.
+            raise ConnectionLost(f"{self.broker.server} closed the channel: {exc}") from exc
+
+    def _ack(self, tag: int) -> None:
+        self.link.channel.basic_ack(tag)
+        self.unacked.discard(tag)
+
+    def fetch(self, count: int) -> Fetch:
+        if self.cancelled_by_server:
+            # The queue was deleted (or its leader moved): a new connection finds out which.
+            self.link.drop()
+        return self.link.call(lambda _channel: self._fetch(count))
+
+    def _fetch(self, count: int) -> Fetch:
+        self._resize(count)
+        if self.tag is None and not self.returned:
+            method, props, body = self.link.channel.basic_get(self.broker.names["tasks"])
+            if method is not None:
+                self.buffer.append((method.delivery_tag, props, body))
+                self.unacked.add(method.delivery_tag)
+        elif not self.buffer and not self.returned:
+            self.link.connection.process_data_events(time_limit=0.2)
+        taken = []
+        while self.returned and len(taken) < count:
+            taken.append(self.returned.popleft())
+        while self.buffer and len(taken) < count:
+            delivery = self._decode(self.buffer.popleft())
+            if delivery is not None:
+                taken.append(delivery)
+        if taken:
+            return Fetch(taken)
+        return self._idle()
+
+    def _decode(self, raw: tuple[int, pika.BasicProperties, bytes]) -> Delivery | None:
+        tag, props, body = raw
+        runs = attempt(props.headers or {})
+        try:
+            item_id_, payload = decode(body)
+        except MalformedItem as exc:
+            self._bury(tag, {"id": "?", "payload": body.decode("utf-8", "replace")}, str(exc), 1)
+            log.error("%s; moved it to the dead letters", exc)
+            return None
+        if runs > self.max_attempts:
+            self._bury(tag, {"id": item_id_, "payload": payload},
+                       "its worker died or disconnected during every run", runs - 1)
+            return None
+        return Delivery(Item(item_id_, payload, runs), tag)
+
+    def _idle(self) -> Fetch:
+        """Nothing to lease: drained, or waiting for the seeder, or the queue is not ours.
+
+        The marker is read until seen once, then remembered: a read finds it missing while
+        another worker's read holds it, so its absence cannot tell that the state was lost.
+        Lost state shows instead as our queues gone (404) or our subscription cancelled."""
+        if self.total is None:
+            marker = self.broker.peek("seeded")
+            if marker is None:
+                return Fetch(seeded=False)
+            if self.run_id and marker.get("run") not in (None, self.run_id):
+                raise OtherRun(other_run_message(self.broker.queue, marker.get("run"),
+                                                 self.run_id))
+            self.total = marker["total"]
+        resolved = self.broker.done_count() + self.broker.count("dead")
+        # A transaction is not atomic across queues: a broker that crashes mid-commit can keep
+        # a receipt and lose its acks, so those items run again and are counted twice. The
+        # count alone could then reach the total early; nothing may be waiting either.
+        return Fetch(drained=resolved >= self.total and self.broker.count("tasks") == 0
+                     and self.broker.count("delayed") == 0)
+
+    def _resize(self, count: int) -> None:
+        """Subscribe with a window of ``count`` items, or move to it once that is safe. With
+        prefetch 1 (coarse mode) there is no subscription: each fetch is a basic.get, since a
+        pushed-ahead message would be handed back at exit, raising x-delivery-count."""
+        wanted = min(count, self.prefetch)
+        if self.prefetch > 1 and not self.stopped and wanted != self.window:
+            self._subscribe(wanted)
+
+    def ack(self, delivery: Delivery) -> Outcome:
+        return self.ack_many([delivery])[0]
+
+    def ack_and_fetch(self, done: Sequence[Delivery],
+                      count: int) -> tuple[list[Outcome], Fetch]:
+        # Before the acks: the window may be full now, so the size can change (_subscribe).
+        self._settle(lambda: self._resize(count))
+        return self.ack_many(done), self.fetch(count)
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        # One transaction: every receipt, record and ack land together, or none do.
+        def action() -> list[Outcome]:
+            self.link.channel.basic_publish("", self.broker.names["done"], receipt(len(deliveries)),
+                                       persistent())
+            self.broker.publish_records(self.link.channel, [[d.item.id, record_text(d, "done")]
+                                                       for d in deliveries])
+            tags = {delivery.handle for delivery in deliveries}
+            last = max(tags)
+            if {tag for tag in self.unacked if tag <= last} == tags:
+                # Nothing else unsettled up to `last`: one ack covers the whole batch.
+                self.link.channel.basic_ack(last, multiple=True)
+                self.unacked -= tags
+            else:
+                for tag in tags:
+                    self._ack(tag)
+            self.link.channel.tx_commit()
+            return [Outcome.DONE] * len(deliveries)
+
+        return self._settle(action) if deliveries else []
+
+    def fail(self, delivery: Delivery, error: str, max_attempts: int,
+             retry_delay: float = 0.0) -> Outcome:
+        item = delivery.item
+        if item.attempt >= max_attempts:
+            self._settle(lambda: self._bury(delivery.handle, {"id": item.id,
+                                                              "payload": item.payload},
+                                            error, item.attempt, record_text(delivery, "dead")))
+            return Outcome.DEAD
+
+        def action() -> Outcome:
+            self._publish_item(item, item.attempt + 1, error, delay=retry_delay)
+            self.link.channel.basic_publish("", self.broker.names["retries"], item.id,
+                                       persistent())
+            self._ack(delivery.handle)
+            self.link.channel.tx_commit()
+            return Outcome.RETRY
+
+        return self._settle(action)
+
+    def _bury(self, tag: int, body: dict, error: str, attempts: int,
+              record: str | None = None) -> None:
+        """Dead-letter, with the worker's ``record`` of the last run, or one saying what this
+        consumer knows (an item that is not ours, or whose workers kept dying)."""
+        self.link.channel.basic_publish("", self.broker.names["dead"],
+                                   json.dumps({**body, "error": error, "attempts": attempts}),
+                                   persistent())
+        record = record or TaskRecord(body["id"], "dead", attempts, finished=time.time(),
+                                      error=error).encode()
+        self.broker.publish_records(self.link.channel, [[body["id"], record]])
+        self._ack(tag)
+        self.link.channel.tx_commit()
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Hold the items for ``close`` to give back (see the class docstring)."""
+        self.returned.extendleft(reversed(deliveries))
+
+    def _give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Republish unstarted items with their attempt unchanged. A plain requeue would raise
+        x-delivery-count, which counts crashed runs, so released items would creep towards
+        the dead letters."""
+        def action() -> None:
+            for delivery in deliveries:
+                item = delivery.item
+                self._publish_item(item, item.attempt, item_error=None)
+                self._ack(delivery.handle)
+            self.link.channel.tx_commit()
+
+        if deliveries:
+            try:
+                self._settle(action)
+            except ConnectionLost:
+                log.info("released items return to the queue with the dropped connection")
+
+    def _publish_item(self, item: Item, attempt: int, item_error: str | None,
+                      delay: float = 0.0) -> None:
+        """To `tasks`, or with ``delay`` seconds above 0 to `delayed`, which hands it to `tasks`
+        once its TTL (the delay) runs out."""
+        headers: dict[str, object] = {ATTEMPT_HEADER: attempt}
+        if item_error is not None:
+            headers[ERROR_HEADER] = item_error[:1000]
+        milliseconds = int(delay * 1000)
+        self.link.channel.basic_publish(
+            "", self.broker.names["delayed" if milliseconds > 0 else "tasks"],
+            encode(item.id, item.payload),
+            persistent(headers=headers,
+                       expiration=str(milliseconds) if milliseconds > 0 else None))
+
+    def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
+        connection = self.link.connection
+        if connection is None:
+            return
+        try:
+            connection.process_data_events(time_limit=0)
+        except Exception as exc:
+            if not is_link_error(exc):
+                raise
+            # What ran on it is lost: its settle raises ConnectionLost, and the next fetch
+            # opens a new connection.
+            self.link.lost(exc)
+
+    def stop(self) -> None:
+        """End the subscription without handing a delivery back to the server.
+
+        pika's basic_cancel rejects the deliveries still in flight, and RabbitMQ 4 counts each
+        rejection as a run (x-delivery-count), so an item that never started would lose an
+        attempt. So the cancel waits, briefly, for the window to fill: then every delivery the
+        server may send us is in the buffer (given back by close, attempt unchanged), as in
+        _subscribe. A window that stays short means the queue has nothing more to send. (A
+        basic.qos cannot shrink the window: RabbitMQ applies it to later consumers only,
+        https://www.rabbitmq.com/docs/consumer-prefetch.)"""
+        self.stopped = True
+        connection = self.link.connection
+        if self.tag is None or connection is None:
+            return
+        try:
+            deadline = time.monotonic() + STOP_FILL_SECONDS
+            connection.process_data_events(time_limit=0)
+            while not self._window_full() and time.monotonic() < deadline:
+                connection.process_data_events(time_limit=0.05)
+            self.link.channel.basic_cancel(self.tag)
+            self.tag = None
+        except Exception as exc:
+            if not is_link_error(exc):
+                raise
+            self.link.lost(exc)
+
+    def close(self) -> None:
+        """Stop consuming, give back what was prefetched or released but never run, and
+        disconnect. Never raises for a connection that is already gone."""
+        try:
+            self.stop()
+            connection = self.link.connection
+            if connection is not None:
+                connection.process_data_events(time_limit=0)
+                unstarted = [*self.returned,
+                             *(d for raw in self.buffer if (d := self._decode(raw)) is not None)]
+                self.returned.clear()
+                self.buffer.clear()
+                self._give_back(unstarted)
+        except Exception as exc:
+            if not is_link_error(exc):
+                raise
+            log.info("the connection was already gone; unsettled items return to the queue")
+        finally:
+            self.link.close()

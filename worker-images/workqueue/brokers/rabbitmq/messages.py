@@ -1,0 +1,51 @@
+"""The RabbitMQ broker's queue names and message formats."""
+
+from __future__ import annotations
+
+import json
+
+import pika
+
+from ...broker import DeadItem
+
+PERSISTENT = pika.DeliveryMode.Persistent
+ATTEMPT_HEADER = "x-wq-attempt"
+ERROR_HEADER = "x-wq-error"
+SAFETY_DELIVERY_LIMIT = 1000
+"""Server-side cap on redeliveries, above any maxAttempts; RabbitMQ 4 drops at 20 by default."""
+ROLES = ("tasks", "done", "dead", "retries", "seed", "seeded", "refused", "delayed", "report")
+"""The queues of one work queue (the package docstring says what each holds)."""
+
+
+def queue_names(queue: str) -> dict[str, str]:
+    """Each role's queue name for work queue ``queue``."""
+    return {role: f"wq.{queue}.{role}" for role in ROLES}
+
+
+def persistent(**properties: object) -> pika.BasicProperties:
+    """Properties of a message that survives a broker restart."""
+    return pika.BasicProperties(delivery_mode=PERSISTENT, **properties)
+
+
+def dead_item(props: pika.BasicProperties, body: bytes) -> DeadItem:
+    """A dead letter, whether we wrote it or the server's delivery limit did."""
+    data = json.loads(body)
+    if "error" in data:
+        return DeadItem(data["id"], data["payload"], data["attempts"], data["error"])
+    headers = props.headers or {}
+    return DeadItem(data["id"], data["payload"], attempt(headers),
+                    "redelivery limit reached: its workers kept dying while running it")
+
+
+def receipt(count: int) -> str:
+    """The message that records ``count`` items done."""
+    return json.dumps({"done": count})
+
+
+def receipt_count(body: bytes) -> int:
+    return int(json.loads(body)["done"])
+
+
+def attempt(headers: dict) -> int:
+    """Runs of an item so far, this one included."""
+    return int(headers.get(ATTEMPT_HEADER, 1)) + int(headers.get("x-delivery-count", 0))

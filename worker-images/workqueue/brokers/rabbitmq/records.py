@@ -1,0 +1,111 @@
+"""What RabbitMQ keeps of settled items: "done" receipts, counted by merging them, and the
+per-task report, merged into chunks as it is read.
+
+Each reader takes the messages on a channel of its own: closing it hands back whatever it took
+and did not merge, so a reader that dies loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+
+from pika.adapters.blocking_connection import BlockingChannel
+
+from ...report import TaskRecord
+from .messages import persistent, receipt, receipt_count
+
+REPORT_CHUNK = 1000
+"""Records per report message once merged."""
+
+
+def publish_records(channel: BlockingChannel, queue: str, pairs: list[list[str]]) -> None:
+    """Part of the caller's transaction: records as [id, record] pairs."""
+    channel.basic_publish("", queue, json.dumps(pairs, ensure_ascii=False), persistent())
+
+
+def done_count(channel: BlockingChannel, queue: str) -> int:
+    """Items done: the sum of the receipts, merged into one as they are read so that the next
+    count is one read. A count made while another reader holds some receipts comes out low,
+    never high, so nobody calls the queue drained early."""
+    side = channel.connection.channel()
+    try:
+        side.tx_select()
+        total, read, last = 0, 0, 0
+        while True:
+            method, _props, body = side.basic_get(queue)
+            if method is None:
+                break
+            total += receipt_count(body)
+            read, last = read + 1, method.delivery_tag
+        if read > 1:
+            side.basic_publish("", queue, receipt(total), persistent())
+            side.basic_ack(last, multiple=True)
+            side.tx_commit()
+    finally:
+        side.close()
+    return total
+
+
+def read_report(channel: BlockingChannel, queue: str) -> list[TaskRecord]:
+    """Every record, read once, merging the messages read into chunks of REPORT_CHUNK."""
+    side = channel.connection.channel()
+    found: list[list[str]] = []
+    chunk: list[list[str]] = []
+    last = 0
+
+    def merge() -> None:
+        """Swap the messages read since the last merge for one, in one transaction."""
+        publish_records(side, queue, chunk)
+        side.basic_ack(last, multiple=True)
+        side.tx_commit()
+        chunk.clear()
+
+    try:
+        side.tx_select()
+        waiting = side.queue_declare(queue, passive=True)
+        for _ in range(waiting.method.message_count):
+            method, _props, body = side.basic_get(queue)
+            if method is None:
+                break
+            pairs = json.loads(body)
+            found.extend(pairs)
+            chunk.extend(pairs)
+            last = method.delivery_tag
+            if len(chunk) >= REPORT_CHUNK:
+                merge()
+        if chunk:
+            merge()
+    finally:
+        side.close()
+    return [TaskRecord.decode(task_id, text) for task_id, text in found]
+
+
+def sample(channel: BlockingChannel, queue: str, size: int) -> list[TaskRecord]:
+    """Up to ``size`` records from the front of the report, left in place."""
+    side = channel.connection.channel()
+    found: list[TaskRecord] = []
+    try:
+        while len(found) < size:
+            method, _props, body = side.basic_get(queue)
+            if method is None:
+                break
+            found.extend(TaskRecord.decode(task_id, text) for task_id, text in json.loads(body))
+    finally:
+        side.close()
+    return found[:size]
+
+
+def latest_per_task(records: list[TaskRecord]) -> Iterator[TaskRecord]:
+    """One record per task: a task settled more than once (in several retry-dead rounds) is
+    reported by its latest record, with the runs of all of them."""
+    latest: dict[str, TaskRecord] = {}
+    for record in records:
+        before = latest.get(record.id)
+        if before is not None:
+            newer, older = ((record, before) if (record.finished or 0) >= (before.finished or 0)
+                            else (before, record))
+            record = replace(newer, attempts=newer.attempts + older.attempts)
+        latest[record.id] = record
+    return iter(latest.values())
