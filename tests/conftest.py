@@ -12,6 +12,7 @@ from typing import TypeVar
 import pytest
 
 from servers import TRIXIE_ROOT, RabbitNode, RootRedis
+from workqueue import stopping
 from workqueue.brokers.rabbitmq import RabbitMQBroker
 from workqueue.brokers.redis import RedisBroker
 
@@ -28,6 +29,13 @@ VERSIONS = {
 BROKERS = ("redis", "rabbitmq")
 DEFAULT = {"redis": "redis-7.0", "rabbitmq": "rabbitmq-3.10"}
 """The version a test gets when it is not run once per version."""
+
+
+@pytest.fixture(autouse=True)
+def _no_stop_carried_over() -> Iterator[None]:
+    """A test that stops a worker in this process must not stop the next test's waits."""
+    yield
+    stopping.clear()
 
 
 def versions_of(kind: str) -> list[str]:

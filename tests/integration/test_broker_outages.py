@@ -86,3 +86,23 @@ def test_a_broker_back_without_its_data_ends_the_workers_with_state_lost(
     log = workers.text()
     assert "lost its state mid-run" in log and "broker.persistence" in log
     assert "Traceback" not in log
+
+
+def test_a_stop_while_the_broker_is_away_ends_in_seconds(broker, server_for, tmp_path,
+                                                          request):
+    # Given a worker part-way through its tasks, and a broker that then goes away
+    server = request.getfixturevalue(f"{kind_of(broker)}_server")
+    workers = start_workers(broker, server_for, tmp_path)
+    server.stop()
+    try:
+        wait_until(lambda: "lost the connection to" in workers.text(), what="the outage")
+        # When the pod is stopped (a drain, helm uninstall) during the outage
+        started = time.monotonic()
+        workers.procs[0].send_signal(signal.SIGTERM)
+        # Then it exits with the stop code in seconds, not at the end of the tolerance (60 s)
+        assert workers.wait(30) == [EXIT_STOPPED], workers.text()
+        assert time.monotonic() - started < 10
+        assert "stopped while waiting for" in workers.text()
+        assert "Traceback" not in workers.text()
+    finally:
+        server.start()

@@ -18,6 +18,7 @@ import contextlib
 import signal
 from collections.abc import Callable
 
+from . import stopping
 from .broker import Broker, Consumer, DeadItem, Delivery, Outcome, Status
 from .brokers import connect
 from .errors import TaskFailed, WorkqueueError
@@ -43,12 +44,18 @@ def run_worker(func: Callable[[Item], object], broker: Broker | None = None,
     SIGTERM stops it gracefully when called from the main thread.
     """
     own = broker is None
+    # Before connecting: stopped while its broker is not up yet, it returns at once.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, lambda *_: stopping.ask())
     if broker is None or config is None:
         from .cli import EnvSettings
 
         settings = EnvSettings()
         config = config or settings.config()
-        broker = broker or settings.broker()
+        try:
+            broker = broker or settings.broker()
+        except stopping.Stopped:
+            return stopping.Stopped.exit_code
     runner = Runner(broker, FunctionHandler(func), config)
     # Outside the main thread signal() raises ValueError; the caller then handles shutdown.
     with contextlib.suppress(ValueError):

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import defaults
+from . import defaults, stopping
 from .broker import Broker, Status
 from .brokers import connect, password_from_env
 from .brokers.outage import reason
@@ -214,6 +214,11 @@ def _worker_args(parser: argparse.ArgumentParser) -> None:
              "seconds an idle worker waits for seeding to complete before it exits 7")
     _retry_round_arg(parser, "the retry-dead round to wait for before calling the queue "
                              "drained (the chart's retryDead)")
+    parser.add_argument("--job-index", type=whole_number, default=os.environ.get(INDEX_ENV),
+                        help=f"fine mode in the chart's Indexed worker Job (env {INDEX_ENV}, "
+                             "which the Job controller sets): index 0 ends the Job once the "
+                             "queue is drained; any other index exits 0 when stopped, so that "
+                             "it is replaced at once, and waits for index 0 once drained")
 
 
 def _retry_round_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -335,7 +340,7 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
                         retry_delay_max_seconds=args.retry_delay_max,
                         grace_seconds=args.grace_seconds, fail_on_dead=args.on_dead == "fail",
                         run_id=args.run_id, seed_timeout_seconds=args.seed_timeout,
-                        retry_round=args.retry_dead_round)
+                        retry_round=args.retry_dead_round, job_index=args.job_index)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -365,6 +370,8 @@ def _handler(args: argparse.Namespace, capture_result: bool = False) -> Handler:
 
 def cmd_work(args: argparse.Namespace) -> int:
     handler = _handler(args, args.capture_result == "true")
+    # Before connecting: a pod stopped while its broker is not up yet exits at once.
+    signal.signal(signal.SIGTERM, lambda *_: stopping.ask())
     broker = _open(args)
     runner = Runner(broker, handler, _worker_config(args))
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from . import stopping
 from .backoff import retry_delay
 from .batching import BatchSizer
 from .broker import Broker, Consumer, Delivery, Fetch, Outcome
@@ -72,6 +73,17 @@ class WorkerConfig:
     retry_round: int = 0
     """The retry-dead round this worker serves: it may not call the queue drained before the
     seeder has put that round's dead items back."""
+    job_index: int | None = None
+    """Fine mode, in the chart's Indexed worker Job: this pod's index (JOB_COMPLETION_INDEX).
+    Index 0 ends the Job (its successPolicy) once the queue is drained. Any other index is one
+    worker pod's life: stopped, it exits 0, so that the Job controller replaces it at once (a
+    failed pod, ignored or not, lengthens the controller's backoff before the next pod), and
+    once the queue is drained it waits for index 0 to end the Job. None: a plain worker."""
+
+    @property
+    def replaceable(self) -> bool:
+        """Whether this worker is one of the Indexed Job's replaceable lives (index above 0)."""
+        return self.mode == "fine" and bool(self.job_index)
 
 
 @dataclass
@@ -121,6 +133,13 @@ class Runner:
         if not self._stopping:
             self._stop_deadline = time.monotonic() + self.config.grace_seconds
             self._stopping = True
+            # Every wait of the process (a broker that is away, say) ends too.
+            stopping.ask()
+
+    @property
+    def stop_code(self) -> int:
+        """The exit code of a worker that stopped before the end, its leases given back."""
+        return EXIT_OK if self.config.replaceable else EXIT_STOPPED
 
     def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less once a stop is requested."""
@@ -143,6 +162,8 @@ class Runner:
         supervisor.start()
         waiting = _Waiting(config, self.broker)
         done: list[Delivery] = []
+        if stopping.asked():
+            self.request_stop()
         try:
             while not self._stopping:
                 with supervisor.lock:
@@ -150,7 +171,10 @@ class Runner:
                     supervisor.leased()
                 done = []
                 if fetched.drained and not self._round_pending():
-                    return self._finish("queue drained")
+                    code = self._finish("queue drained")
+                    if code == EXIT_OK and config.replaceable:
+                        return self._wait_for_index_0()
+                    return code
                 if not fetched.deliveries:
                     # Drained before the seeder has applied this worker's retry round is
                     # waiting for the seeder too.
@@ -168,13 +192,27 @@ class Runner:
                     if self.tally.settled:
                         return self._finish("settled its one item (coarse mode)")
             log.info("worker %s: stopped by SIGTERM; %s", self.worker_id, self._summary())
-            return EXIT_STOPPED
+            return self.stop_code
+        except stopping.Stopped as exc:
+            log.warning("worker %s: %s; %s", self.worker_id, exc, self._summary())
+            return self.stop_code
         finally:
             supervisor.finish()
+            self._wind_down(consumer, done)
+
+    def _wind_down(self, consumer: Consumer, done: list[Delivery]) -> None:
+        """Record what finished and give back the rest; with a stop asked for while the broker
+        is away, leave them to come back on their own rather than wait."""
+        try:
             # Stop the deliveries before the last settle: an ack would open room for one more.
             consumer.stop()
             self._ack(consumer, done)
             consumer.close()
+        except stopping.Stopped:
+            unrecorded = (f"{plural(len(done), 'finished task')} not recorded (they run again); "
+                          if done else "")
+            log.warning("the broker is away: %sthe tasks this worker held go back to the queue "
+                        "once their leases expire", unrecorded)
 
     def _round_pending(self) -> bool:
         """Whether the seeder has yet to apply this worker's retry round."""
@@ -281,6 +319,16 @@ class Runner:
     def _summary(self) -> str:
         t = self.tally
         return f"done {t.done}, retried {t.retried}, dead {t.dead}, lost leases {t.lost}"
+
+    def _wait_for_index_0(self) -> int:
+        """A replaceable worker of a drained queue waits until the Job controller stops it,
+        once index 0 has ended the Job. Exiting now would start the next index's pod, which
+        would find the queue drained and exit too, pod after pod."""
+        while not self._stopping:
+            log.info("worker %s: the queue is drained; waiting for the worker at index 0 to end "
+                     "the Job", self.worker_id)
+            self._pause(self.config.wait_log_seconds)
+        return EXIT_OK
 
     def _finish(self, why: str) -> int:
         status = self.broker.status()
