@@ -24,8 +24,8 @@ BROKER = ("StatefulSet", "demo-workqueue-job-broker")
 HELMS = {"helm4": ROOT / ".tools" / "bin" / "helm", "helm3": ROOT / ".tools" / "helm3" / "helm"}
 
 
-KUBE_VERSIONS = ("1.29.0", "1.30.0", latest_version())
-"""The chart's kubeVersion is >=1.29: its two oldest releases, and the newest the validator
+KUBE_VERSIONS = ("1.31.0", "1.32.0", latest_version())
+"""The chart's kubeVersion is >=1.31: its two oldest releases, and the newest the validator
 knows."""
 
 

@@ -32,6 +32,21 @@ def _fail_job_codes(job: dict, container: str) -> set[int]:
     return codes
 
 
+def _ignored(job: dict, container: str) -> tuple[set[int], set[str]]:
+    """The exit codes and pod conditions the Job's podFailurePolicy ignores."""
+    codes: set[int] = set()
+    conditions: set[str] = set()
+    for rule in job["spec"]["podFailurePolicy"]["rules"]:
+        if rule["action"] != "Ignore":
+            continue
+        if "onExitCodes" in rule:
+            assert rule["onExitCodes"]["containerName"] == container
+            codes |= set(rule["onExitCodes"]["values"])
+        conditions |= {c["type"] for c in rule.get("onPodConditions", [])
+                       if c["status"] == "True"}
+    return codes, conditions
+
+
 def _env(job: dict) -> dict[str, str]:
     container = job["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value") for e in container["env"]}
@@ -46,11 +61,9 @@ def test_every_final_exit_code_fails_the_job_at_once(broker):
     # The README's table says FailJob for exactly these codes; the Jobs map each of them.
     documented = {row.code for row in EXIT_CODES if row.chart.startswith("FailJob")}
     assert documented == _fail_job_codes(worker, "worker") | _fail_job_codes(seeder, "seeder")
-    for job in (worker, seeder):
+    for job, container in ((worker, "worker"), (seeder, "seeder")):
         assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-        disruption = [r for r in job["spec"]["podFailurePolicy"]["rules"]
-                      if r["action"] == "Ignore"]
-        assert disruption[0]["onPodConditions"][0]["type"] == "DisruptionTarget"
+        assert _ignored(job, container) == ({137, 143}, {"DisruptionTarget"})
 
 
 def test_workers_get_the_deadlines_and_run_identity():
@@ -158,3 +171,11 @@ def test_a_chart_version_bump_leaves_every_pod_template_alone(tmp_path, monkeypa
     for key in (WORKER, SEEDER, BROKER):
         assert after[key]["spec"]["template"] == before[key]["spec"]["template"], key
         assert after[key]["metadata"]["labels"] != before[key]["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("mode", ["fine", "coarse"])
+def test_the_exit_codes_the_readme_calls_ignored_are_the_ones_the_jobs_ignore(mode):
+    objects = by_kind_name(render_chart({"mode": mode}))
+    documented = {row.code for row in EXIT_CODES if row.chart.startswith("ignored")}
+    assert _ignored(objects[WORKER], "worker")[0] == documented
+    assert _ignored(objects[SEEDER], "seeder")[0] == documented

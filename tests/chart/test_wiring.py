@@ -116,15 +116,19 @@ def test_worker_reaches_the_broker_service_or_the_external_host(case):
     assert url.startswith(scheme)
 
 
-def test_coarse_completions_equal_the_task_count_fine_leaves_them_unset(case):
+def test_coarse_completions_equal_the_task_count_fine_counts_worker_pods(case):
     values, objects = case
     rendered = by_kind_name(objects)
     job = rendered[("Job", "demo-workqueue-job-worker")]
     count = _task_count(values)
     if values.get("mode", "fine") == "coarse":
         assert job["spec"]["completions"] == count
+        assert "completionMode" not in job["spec"]
     else:
-        assert "completions" not in job["spec"]
+        # One index per worker pod's life; index 0 alone ends the Job (test_pod_churn.py)
+        assert job["spec"]["completionMode"] == "Indexed"
+        assert job["spec"]["completions"] == values.get("worker", {}).get("maxPods", 10000)
+        assert job["spec"]["successPolicy"] == {"rules": [{"succeededIndexes": "0"}]}
     seeder = rendered[("Job", "demo-workqueue-job-seeder")]["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in seeder["containers"][0]["env"]}
     assert env["WORKQUEUE_EXPECT_COUNT"] == str(count)

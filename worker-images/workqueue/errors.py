@@ -19,6 +19,7 @@ EXIT_STATE_LOST = 6
 EXIT_SEED_TIMEOUT = 7
 EXIT_OTHER_RUN = 8
 EXIT_INTERRUPTED = 130
+EXIT_KILLED = 137
 EXIT_STOPPED = 143
 
 
@@ -32,9 +33,11 @@ class ExitCode:
 
 
 EXIT_CODES = (
-    ExitCode(EXIT_OK, "worker: the queue is drained (coarse: its task settled); seeder: seeded; "
+    ExitCode(EXIT_OK, "worker: the queue is drained (coarse: its task settled), or, at a fine-mode "
+             "Job index above 0, stopped by SIGTERM with its leases given back; seeder: seeded; "
              "status --require-drained: every task done; run-index: the task is done",
-             "pod succeeds"),
+             "pod succeeds; in fine mode, a stopped pod's index succeeds and the next index "
+             "starts at once"),
     ExitCode(EXIT_ERROR, "run-index: the task failed; status --require-drained: tasks remain; "
              "otherwise any other error (a broker error that may pass, another seeder running, "
              "or a bug)", "counted against backoffLimit (indexed: against the index's "
@@ -56,8 +59,12 @@ EXIT_CODES = (
     ExitCode(EXIT_OTHER_RUN, "the queue holds another run's state (a different task list)",
              "FailJob at once"),
     ExitCode(EXIT_INTERRUPTED, "interrupted (Ctrl-C)", "not used in pods"),
-    ExitCode(EXIT_STOPPED, "stopped by SIGTERM before the end; unstarted tasks were given back",
-             "ignored on eviction/preemption (DisruptionTarget), else counted"),
+    ExitCode(EXIT_KILLED, "killed (SIGKILL: a forced deletion past its 2 s, an OOM kill, the grace "
+             "period over); the queue gives the leased tasks to other workers and charges the "
+             "one that was running", "ignored: the pod is replaced"),
+    ExitCode(EXIT_STOPPED, "stopped by SIGTERM before the end (in fine mode, at Job index 0; "
+             "seeder: before it finished); unstarted tasks were given back",
+             "ignored: the pod is replaced"),
 )
 
 

@@ -178,7 +178,17 @@ failing with "field is immutable".
 {{- printf "%s-%s" (include "workqueue-job.componentName" (dict "context" .context "component" .component)) (.fixedSpec | fromYaml | toJson | sha256sum | trunc 8) }}
 {{- end }}
 {{- define "workqueue-job.worker.jobName" -}}
-{{- include "workqueue-job.jobName" (dict "context" . "component" "worker" "fixedSpec" (include "workqueue-job.worker.fixedSpec" .)) }}
+{{- $name := include "workqueue-job.jobName" (dict "context" . "component" "worker" "fixedSpec" (include "workqueue-job.worker.fixedSpec" .)) }}
+{{- if ne .Values.mode "coarse" }}
+{{- /* An Indexed Job's pods are named "<job>-<index>" as hostnames, DNS labels of at most 63
+characters (pkg/apis/batch/validation ValidateJob): the name gives up the end of "-worker",
+then of the prefix, for the digits of the last index. */}}
+{{- $completions := ternary .Values.worker.maxPods (include "workqueue-job.taskCount" .) (eq .Values.mode "fine") }}
+{{- $room := sub 63 (add 1 (len (toString (sub (int $completions) 1)))) }}
+{{- $digest := regexFind "[0-9a-f]{8}$" $name }}
+{{- $name = printf "%s-%s" (trimPrefix "-" (trimSuffix "-" (trunc (int (sub $room 9)) (trimSuffix (printf "-%s" $digest) $name)))) $digest }}
+{{- end }}
+{{- $name }}
 {{- end }}
 {{- define "workqueue-job.seeder.jobName" -}}
 {{- include "workqueue-job.jobName" (dict "context" . "component" "seeder" "fixedSpec" (include "workqueue-job.seeder.fixedSpec" .)) }}

@@ -7,7 +7,7 @@ makes a new seeder; the same ones keep the finished seeder, so nothing is seeded
 # Exit codes as in the README's table. A list that cannot be seeded (4: a bad line, a count
 # mismatch, a missing tasksFrom ConfigMap, another list in the queue, a full broker), bad
 # settings (2) or a broker away past brokerOutageSeconds (5) fail the Job at once; anything
-# else is retried, and seeding resumes where it stopped.
+# else (1) is retried up to seeder.backoffLimit, and seeding resumes where it stopped.
 podFailurePolicy:
   rules:
     - action: FailJob
@@ -15,6 +15,13 @@ podFailurePolicy:
         containerName: seeder
         operator: In
         values: [2, 4, 5]
+    # Stopped (143) or killed (137) by a deletion, a drain or an OOM kill: the next seeder
+    # resumes where this one stopped.
+    - action: Ignore
+      onExitCodes:
+        containerName: seeder
+        operator: In
+        values: [137, 143]
     - action: Ignore
       onPodConditions:
         - type: DisruptionTarget

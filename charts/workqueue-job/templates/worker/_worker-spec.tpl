@@ -9,6 +9,17 @@ changes one of them makes a new Job.
 {{- if eq .Values.mode "coarse" }}
 # coarse: one completion per task, counted by the chart, never by hand.
 completions: {{ include "workqueue-job.taskCount" . }}
+{{- else if eq .Values.mode "fine" }}
+# fine: each index is one worker pod's life. The Job controller waits longer before each new
+# pod after every failed one, ignored or not (10 s doubling to 10 min), until a pod succeeds
+# (kubernetes/kubernetes#119434, pkg/controller/job/backoff_utils.go). So a worker that is
+# stopped (deleted, drained, evicted) gives its leases back and succeeds, and the next index
+# starts at once. Index 0 alone succeeds only once the queue is drained, which ends the Job.
+completionMode: Indexed
+completions: {{ $w.maxPods }}
+successPolicy:
+  rules:
+    - succeededIndexes: "0"
 {{- else if $indexed }}
 # indexed: one index per task. The Job controller retries each index on its own, so a failing
 # task never uses up the others' retries, and lists the indexes that failed every attempt in
@@ -17,6 +28,9 @@ completionMode: Indexed
 completions: {{ include "workqueue-job.taskCount" . }}
 backoffLimitPerIndex: {{ sub (int $w.maxAttempts) 1 }}
 {{- end }}
+# A new pod only once the one it replaces has ended, never beside a worker still giving its
+# leases back (with a podFailurePolicy, Kubernetes allows only this value).
+podReplacementPolicy: Failed
 # Exit codes as in the README's table (`workqueue --help`). Each listed under FailJob is final:
 # a new pod would meet the same settings{{ if not $indexed }}, broker or queue{{ end }}, so the Job fails at once with the
 # pod's message instead of retrying or running forever.
@@ -32,7 +46,6 @@ podFailurePolicy:
         operator: In
         values: [2, 4]
     {{- else }}
-    # 1 (a bug) and 143 (SIGTERM) are retried, up to backoffLimit.
     # 2 bad settings or credentials, 3 tasks dead-lettered with onDead=fail, 4 the seeder
     # could not seed (its reason follows), 5 broker away past brokerOutageSeconds, 6 broker
     # lost the queue, 7 no seeding within seedTimeoutSeconds, 8 the queue holds another run.
@@ -41,8 +54,17 @@ podFailurePolicy:
         containerName: worker
         operator: In
         values: [2, 3, 4, 5, 6, 7, 8]
+    # A worker pod lost is not a failed run: the queue gives its tasks to another worker and
+    # charges the one that was running. 143: stopped by SIGTERM (a deletion, a drain), its
+    # leases given back; 137: killed (a forced deletion past its 2 s, an OOM kill). Anything
+    # else, such as 1 for a crash at start, counts against backoffLimit.
+    - action: Ignore
+      onExitCodes:
+        containerName: worker
+        operator: In
+        values: [137, 143]
     {{- end }}
-    # Evictions and preemptions are not the task's fault (in the queue modes, their items go back).
+    # Evictions, preemptions and lost nodes (PodGC) are not the task's fault either.
     - action: Ignore
       onPodConditions:
         - type: DisruptionTarget
