@@ -122,6 +122,7 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("worker.command", ["sh", "-c", "render $WORKQUEUE_PAYLOAD"], {}),
     ("worker.handler", "frames.render:one", {}),
     ("worker.parallelism", 8, {}),
+    ("worker.maxPods", 500, {}),
     ("worker.maxAttempts", 5, {}),
     ("worker.leaseSeconds", 120, {}),
     ("worker.batchSize", 10, {}),
