@@ -13,7 +13,7 @@ import subprocess
 
 from test_cluster_faults import cli, wait_until
 
-from conftest import WORKQUEUE, broker_env
+from conftest import WORKQUEUE, broker_env, kind_of
 from workqueue.errors import EXIT_DEAD, EXIT_OK
 from workqueue.message import item_id
 
@@ -69,8 +69,13 @@ def test_report_has_every_task_once_after_kills_retries_and_a_dead_task(broker, 
     assert (poison["outcome"], poison["attempts"], poison["exit_code"]) == ("dead", 3, 9)
     assert "boom: poison" in poison["error"] and poison["payload"] == "poison"
     assert (report["flaky"]["outcome"], report["flaky"]["attempts"]) == ("done", 2)
-    # The killed run counts: the slow task ran twice, the second time to the end
-    assert (report["slow"]["outcome"], report["slow"]["attempts"]) == ("done", 2)
+    # The slow task ran twice, the second time to the end. Redis counts the killed run: the
+    # task was leased alone (a first group is one task), so its expired lease charged it.
+    # RabbitMQ cannot tell a task that ran alone from one that waited in its worker's
+    # prefetch window, so it charges neither: the task came back and ran alone, uncharged.
+    killed_run_charged = kind_of(broker) == "redis"
+    assert (report["slow"]["outcome"], report["slow"]["attempts"]) == (
+        "done", 2 if killed_run_charged else 1)
     for task in ("slow", "flaky", *TASKS[3:]):
         row = report[task]
         assert row["outcome"] == "done" and row["exit_code"] == 0, row

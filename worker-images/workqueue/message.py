@@ -21,6 +21,22 @@ class Item:
     attempt: int = 1
 
 
+PAYLOAD_TEXT_CHARS = 60
+"""Longest payload a log line or a table shows; longer ones are cut with "..."."""
+
+
+def payload_text(payload: str) -> str:
+    """A payload as people should read it in a line of text: as the task list had it (JSON-
+    quoted only if it holds control characters), cut to PAYLOAD_TEXT_CHARS."""
+    text = payload if payload.isprintable() else json.dumps(payload, ensure_ascii=False)
+    return text if len(text) <= PAYLOAD_TEXT_CHARS else text[:PAYLOAD_TEXT_CHARS - 3] + "..."
+
+
+def task_text(item: Item) -> str:
+    """How logs name a task: its id and its payload."""
+    return f"{item.id} ({payload_text(item.payload)})"
+
+
 def item_id(index: int) -> str:
     """The id of the task at 0-based ``index`` of the task list; stable across re-seeding."""
     return f"{index:08d}"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from .broker import DeadItem, Status
+from .message import payload_text
 from .report import TaskRecord, durations
 
 BAR_WIDTH = 30
@@ -51,11 +50,8 @@ def dead_report(items: list[DeadItem]) -> str:
     only if it holds control characters; shortened) and the last error."""
     lines = []
     for item in items:
-        payload = item.payload if item.payload.isprintable() else json.dumps(
-            item.payload, ensure_ascii=False)
-        payload = payload if len(payload) <= 60 else payload[:57] + "..."
-        lines.append(f"  {item.id}  attempts={item.attempts}  task: {payload}  "
-                     f"error: {item.error}")
+        lines.append(f"  {item.id}  attempts={item.attempts}  task: {payload_text(item.payload)}"
+                     f"  error: {item.error}")
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ from .errors import (
     seed_refused_message,
 )
 from .handlers import Handler
+from .message import task_text
 from .progress import plural
 from .report import settled
 from .supervisor import Supervisor, run_one
@@ -225,8 +226,8 @@ class Runner:
             return consumer.fetch(count)
         try:
             outcomes, fetched = consumer.ack_and_fetch(done, count)
-        except ConnectionLost:
-            self._not_recorded(len(done))
+        except ConnectionLost as exc:
+            self._not_recorded(len(done), exc)
             return Fetch()
         self._record_all(done, outcomes)
         return fetched
@@ -277,8 +278,8 @@ class Runner:
             return
         try:
             outcomes = consumer.ack_many(deliveries)
-        except ConnectionLost:
-            self._not_recorded(len(deliveries))
+        except ConnectionLost as exc:
+            self._not_recorded(len(deliveries), exc)
             return
         self._record_all(deliveries, outcomes)
 
@@ -287,9 +288,9 @@ class Runner:
             self._record(delivery, outcome, None)
 
     @staticmethod
-    def _not_recorded(count: int) -> None:
-        log.warning("%d result(s) not recorded (connection lost); those items will run again",
-                    count)
+    def _not_recorded(count: int, why: ConnectionLost) -> None:
+        log.warning("%s not recorded (%s); those tasks will run again",
+                    plural(count, "result"), why)
 
     def _fail(self, consumer: Consumer, delivery: Delivery, error: str) -> None:
         config = self.config
@@ -297,9 +298,9 @@ class Runner:
                             config.retry_delay_max_seconds)
         try:
             outcome = consumer.fail(delivery, error, config.max_attempts, delay)
-        except ConnectionLost:
-            log.warning("item %s: result not recorded (connection lost); it will run again",
-                        delivery.item.id)
+        except ConnectionLost as exc:
+            log.warning("task %s: result not recorded (%s); it will run again",
+                        task_text(delivery.item), exc)
             return
         self._record(delivery, outcome, error)
 
@@ -307,14 +308,16 @@ class Runner:
         item = delivery.item
         self.tally.add(outcome)
         if outcome is Outcome.RETRY:
-            log.warning("item %s failed (attempt %d of %d): %s; will retry", item.id,
+            log.warning("task %s failed (attempt %d of %d): %s; will retry", task_text(item),
                         item.attempt, self.config.max_attempts, error)
         elif outcome is Outcome.DEAD:
-            log.error("item %s dead-lettered after %d attempts: %s", item.id, item.attempt, error)
+            log.error("task %s dead-lettered after %d attempts: %s", task_text(item),
+                      item.attempt, error)
         elif outcome is Outcome.LOST:
-            log.warning("item %s: its lease had expired, so it went back to the queue and this "
+            log.warning("task %s: its lease had expired, so it went back to the queue and this "
                         "result was discarded: no heartbeat reached the broker for leaseSeconds "
-                        "(the broker was away that long, or this worker was stalled)", item.id)
+                        "(the broker was away that long, or this worker was stalled)",
+                        task_text(item))
 
     def _summary(self) -> str:
         t = self.tally

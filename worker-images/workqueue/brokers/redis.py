@@ -48,7 +48,7 @@ _LUA = resources.files(__package__) / "lua"
 _PRELUDE = (_LUA / "common.lua").read_text()
 _SCRIPTS = ("enqueue", "fetch", "ack", "nack", "release", "extend", "retry_dead")
 _KEY_NAMES = ("state", "pending", "leases", "owners", "attempts", "items", "errors", "dead",
-              "refused", "delayed", "report")
+              "refused", "delayed", "report", "suspects", "alone")
 
 
 def _queue_keys(queue: str) -> list[str]:

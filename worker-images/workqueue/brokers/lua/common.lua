@@ -6,7 +6,7 @@
 --   2 pending   list of ids, FIFO (RPUSH in, LPOP out)
 --   3 leases    sorted set id -> lease expiry (ms, server clock)
 --   4 owners    hash id -> worker id holding the lease
---   5 attempts  hash id -> runs started
+--   5 attempts  hash id -> runs charged: settled by a worker, or cut short while it ran alone
 --   6 items     hash id -> payload, until the item is done or dead
 --   7 errors    hash id -> last error of an item waiting for a retry
 --   8 dead      hash id -> JSON {payload, error, attempts}
@@ -14,8 +14,12 @@
 --  10 delayed   sorted set id -> when a failed item may run again (ms, server clock); it joins
 --               `pending` once that time has come (fetch.lua)
 --  11 report    hash id -> the record of how the settled item went (workqueue/report.py)
-local state, pending, leases, owners, attempts, items, errors, dead, delayed, report =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10], KEYS[11]
+--  12 suspects  set of ids whose lease expired while leased with others: one of those tasks
+--               may have killed its worker, so each is leased alone until it settles
+--  13 alone     set of ids leased alone: a lease of these that expires charges its run
+local state, pending, leases, owners, attempts, items, errors, dead, delayed, report, suspects,
+  alone = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10],
+  KEYS[11], KEYS[12], KEYS[13]
 
 -- The server's clock, in ms: every pod compares leases against one clock.
 local function now_ms()
@@ -38,6 +42,15 @@ end
 local function unlease(id)
   redis.call('ZREM', leases, id)
   redis.call('HDEL', owners, id)
+  redis.call('SREM', alone, id)
+end
+
+-- An item settled for good (done or dead) leaves every per-item key.
+local function forget(id)
+  redis.call('HDEL', items, id)
+  redis.call('HDEL', attempts, id)
+  redis.call('HDEL', errors, id)
+  redis.call('SREM', suspects, id)
 end
 
 -- Keep the record of a settled item. An item settled before, in an earlier retry-dead round,
@@ -52,19 +65,18 @@ local function store_record(id, rec)
   redis.call('HSET', report, id, rec)
 end
 
--- After a failed run: dead-letter once max_attempts runs have started, else queue it again,
--- at once or, with delay_ms above 0, once that long has passed. `rec` is the worker's record
--- of the run; without one (a lease that expired), the record says what the server knows.
+-- After a failed run, charge it; then dead-letter the item once max_attempts runs are
+-- charged, else queue it again, at once or, with delay_ms above 0, once that long has passed.
+-- `rec` is the worker's record of the run; without one (a worker that died while the item ran
+-- alone), the record says what the server knows.
 local function retry_or_bury(id, err, max_attempts, delay_ms, rec, owner)
-  local runs = tonumber(redis.call('HGET', attempts, id) or '0')
+  local runs = redis.call('HINCRBY', attempts, id, 1)
   if runs >= max_attempts then
     store_record(id, rec or cjson.encode({o = 'dead', a = runs, e = err, w = owner or '',
                                           t = now_ms() / 1000}))
     local payload = redis.call('HGET', items, id)
     redis.call('HSET', dead, id, cjson.encode({payload = payload, error = err, attempts = runs}))
-    redis.call('HDEL', items, id)
-    redis.call('HDEL', attempts, id)
-    redis.call('HDEL', errors, id)
+    forget(id)
     return 'dead'
   end
   redis.call('HSET', errors, id, err)
@@ -86,9 +98,7 @@ local function mark_done(worker, first)
     if owned_by(id, worker) then
       store_record(id, ARGV[i + 1])
       unlease(id)
-      redis.call('HDEL', items, id)
-      redis.call('HDEL', attempts, id)
-      redis.call('HDEL', errors, id)
+      forget(id)
       redis.call('HINCRBY', state, 'done', 1)
       out[#out + 1] = 1
     else

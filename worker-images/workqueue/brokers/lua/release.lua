@@ -1,5 +1,5 @@
 -- Give back leased items that were never started, to the front of the queue and in order,
--- without counting an attempt (used on SIGTERM and when a coarse worker leased extra).
+-- without charging a run (used on SIGTERM and when a coarse worker leased extra).
 -- ARGV: worker, id1, id2, ...
 require_state()
 local worker = ARGV[1]
@@ -7,7 +7,6 @@ for i = #ARGV, 2, -1 do
   local id = ARGV[i]
   if owned_by(id, worker) then
     unlease(id)
-    redis.call('HINCRBY', attempts, id, -1)
     redis.call('LPUSH', pending, id)
   end
 end

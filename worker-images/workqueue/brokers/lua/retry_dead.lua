@@ -15,6 +15,7 @@ for _, id in ipairs(redis.call('HKEYS', dead)) do
   local entry = cjson.decode(redis.call('HGET', dead, id))
   redis.call('HSET', items, id, entry.payload)
   redis.call('HDEL', dead, id)
+  redis.call('HDEL', attempts, id)
   redis.call('RPUSH', pending, id)
   moved = moved + 1
 end

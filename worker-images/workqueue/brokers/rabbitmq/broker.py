@@ -51,6 +51,14 @@ class RabbitMQBroker(Broker):
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.names["dead"],
         })
+        # Tasks that came back from a worker that died while holding others too: each runs
+        # alone (consumer.py), so that one that kills its worker again is charged by itself.
+        channel.queue_declare(self.names["isolated"], durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": SAFETY_DELIVERY_LIMIT,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.names["dead"],
+        })
         # An expired retry moves to `tasks` exactly as a crash-safe publish would: quorum
         # queues dead-letter at least once (RabbitMQ 3.10+) only with reject-publish overflow.
         channel.queue_declare(self.names["delayed"], durable=True, arguments={
@@ -65,7 +73,7 @@ class RabbitMQBroker(Broker):
         channel.queue_declare(self.names["report"], durable=True,
                               arguments={"x-queue-version": 2})
         for role, name in self.names.items():
-            if role not in ("tasks", "delayed", "report"):
+            if role not in ("tasks", "delayed", "report", "isolated"):
                 channel.queue_declare(name, durable=True)
 
     def count(self, role: str) -> int:
@@ -176,7 +184,8 @@ class RabbitMQBroker(Broker):
         marker = self.peek("seeded")
         cursor = marker or self.peek("seed")
         delayed = self.count("delayed")
-        pending, done, dead = self.count("tasks") + delayed, self.done_count(), self.count("dead")
+        pending = self.count("tasks") + self.count("isolated") + delayed
+        done, dead = self.done_count(), self.count("dead")
         total = marker["total"] if marker else None
         leased = max(total - pending - done - dead, 0) if total is not None else 0
         return Status(seeded=marker is not None, total=total, pending=pending, leased=leased,

@@ -16,17 +16,19 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from ...broker import Consumer, Delivery, Fetch, Outcome, record_text
 from ...errors import ConnectionLost, OtherRun, other_run_message
-from ...message import Item, MalformedItem, decode, encode
+from ...message import Item, MalformedItem, decode, encode, task_text
 from ...report import TaskRecord
 from .broker import RabbitMQBroker
 from .connection import Link, is_link_error
-from .messages import ATTEMPT_HEADER, ERROR_HEADER, attempt, persistent, receipt
+from .messages import ATTEMPT_HEADER, ERROR_HEADER, attempt, persistent, receipt, returns
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STOP_FILL_SECONDS = 0.25
 """At shutdown, how long the subscription may wait for deliveries already on their way."""
+ISOLATED_CHECK_SECONDS = 1.0
+"""How often a worker looks for tasks to run alone while there are none."""
 
 
 class RabbitConsumer(Consumer):
@@ -56,6 +58,9 @@ class RabbitConsumer(Consumer):
         self.unacked: set[int] = set()
         self.in_window: set[int] = set()
         """Delivery tags the current subscription brought (some may be settled since)."""
+        self.isolated: set[int] = set()
+        """Delivery tags taken from the `isolated` queue (each run alone)."""
+        self.next_isolated_check = 0.0
         self.tag: str | None = None
         self.window = 0
         """The prefetch of our subscription (0: none yet): the batch size last asked for."""
@@ -71,6 +76,8 @@ class RabbitConsumer(Consumer):
         self.returned.clear()
         self.unacked.clear()
         self.in_window.clear()
+        self.isolated.clear()
+        self.next_isolated_check = 0.0
         self.tag = None
         self.window = 0
         self.cancelled_by_server = False
@@ -136,6 +143,7 @@ class RabbitConsumer(Consumer):
     def _ack(self, tag: int) -> None:
         self.link.channel.basic_ack(tag)
         self.unacked.discard(tag)
+        self.isolated.discard(tag)
 
     def fetch(self, count: int) -> Fetch:
         if self.cancelled_by_server:
@@ -145,6 +153,9 @@ class RabbitConsumer(Consumer):
 
     def _fetch(self, count: int) -> Fetch:
         self._resize(count)
+        alone = self._take_isolated()
+        if alone is not None:
+            return Fetch([alone])
         if self.tag is None and not self.returned:
             method, props, body = self.link.channel.basic_get(self.broker.names["tasks"])
             if method is not None:
@@ -161,22 +172,81 @@ class RabbitConsumer(Consumer):
                 taken.append(delivery)
         if taken:
             return Fetch(taken)
-        return self._idle()
+        # What this fetch just isolated (suspects in the window) may run now.
+        alone = self._take_isolated()
+        return Fetch([alone]) if alone is not None else self._idle()
 
-    def _decode(self, raw: tuple[int, pika.BasicProperties, bytes]) -> Delivery | None:
-        tag, props, body = raw
-        runs = attempt(props.headers or {})
+    def _take_isolated(self) -> Delivery | None:
+        """A task from the `isolated` queue, to run alone; None when it holds none (looked at
+        once a second while it is empty: a round trip per fetch would cost throughput)."""
+        now = time.monotonic()
+        if now < self.next_isolated_check:
+            return None
+        channel = self.link.channel
+        while True:
+            method, props, body = channel.basic_get(self.broker.names["isolated"])
+            if method is None:
+                self.next_isolated_check = now + ISOLATED_CHECK_SECONDS
+                return None
+            self.unacked.add(method.delivery_tag)
+            delivery = self._parse(method.delivery_tag, props, body)
+            if delivery is None:
+                continue
+            if returns(props.headers or {}):
+                # Its worker died while it ran alone: that run is charged.
+                self._charge(delivery, returns(props.headers or {}))
+                continue
+            self.isolated.add(method.delivery_tag)
+            return delivery
+
+    def _parse(self, tag: int, props: pika.BasicProperties, body: bytes) -> Delivery | None:
+        """The delivery, or None for a message that is not ours (it is dead-lettered)."""
         try:
             item_id_, payload = decode(body)
         except MalformedItem as exc:
             self._bury(tag, {"id": "?", "payload": body.decode("utf-8", "replace")}, str(exc), 1)
             log.error("%s; moved it to the dead letters", exc)
             return None
-        if runs > self.max_attempts:
-            self._bury(tag, {"id": item_id_, "payload": payload},
-                       "its worker died or disconnected during every run", runs - 1)
-            return None
-        return Delivery(Item(item_id_, payload, runs), tag)
+        return Delivery(Item(item_id_, payload, attempt(props.headers or {})), tag)
+
+    def _decode(self, raw: tuple[int, pika.BasicProperties, bytes]) -> Delivery | None:
+        """A delivery of the `tasks` queue to run, or None if it is not to run in this batch.
+        One that came back from a worker that died (x-delivery-count) is charged if that
+        worker held it alone (basic.get, coarse mode), and isolated otherwise: a worker with
+        a prefetch window runs one task at a time, so only one of those it held had started."""
+        tag, props, body = raw
+        delivery = self._parse(tag, props, body)
+        came_back = returns(props.headers or {})
+        if delivery is None or not came_back:
+            return delivery
+        if self.tag is None:
+            self._charge(delivery, came_back)
+        else:
+            self._settle(lambda: self._move(delivery, "isolated", delivery.item.attempt))
+        return None
+
+    def _charge(self, delivery: Delivery, runs: int) -> None:
+        """Charge ``runs`` runs its worker died in; dead-letter it once max attempts are
+        charged, else queue it again to run alone."""
+        item = delivery.item
+        charged = item.attempt - 1 + runs
+        if charged >= self.max_attempts:
+            error = ("its worker died while running it (killed, OOM-killed, evicted or lost with "
+                     "its node)")
+            log.error("task %s dead-lettered after %d attempts: %s", task_text(item), charged,
+                      error)
+            self._settle(lambda: self._bury(delivery.handle, {"id": item.id,
+                                                              "payload": item.payload},
+                                            error, charged))
+        else:
+            self._settle(lambda: self._move(delivery, "isolated", charged + 1))
+
+    def _move(self, delivery: Delivery, role: str, next_attempt: int) -> None:
+        """Republish to queue ``role`` with its attempt, in one transaction with the ack."""
+        self._publish_item(delivery.item, next_attempt, item_error=None, role=role)
+        self._ack(delivery.handle)
+        self.link.channel.tx_commit()
+        self.next_isolated_check = 0.0
 
     def _idle(self) -> Fetch:
         """Nothing to lease: drained, or waiting for the seeder, or the queue is not ours.
@@ -196,8 +266,8 @@ class RabbitConsumer(Consumer):
         # A transaction is not atomic across queues: a broker that crashes mid-commit can keep
         # a receipt and lose its acks, so those items run again and are counted twice. The
         # count alone could then reach the total early; nothing may be waiting either.
-        return Fetch(drained=resolved >= self.total and self.broker.count("tasks") == 0
-                     and self.broker.count("delayed") == 0)
+        return Fetch(drained=resolved >= self.total and all(
+            self.broker.count(role) == 0 for role in ("tasks", "isolated", "delayed")))
 
     def _resize(self, count: int) -> None:
         """Subscribe with a window of ``count`` items, or move to it once that is safe. With
@@ -225,7 +295,9 @@ class RabbitConsumer(Consumer):
                                                        for d in deliveries])
             tags = {delivery.handle for delivery in deliveries}
             last = max(tags)
-            if {tag for tag in self.unacked if tag <= last} == tags:
+            # Not with a task taken by basic.get beside the subscription: a delivery with a
+            # lower tag may still wait to be dispatched to us, and the ack would take it too.
+            if not tags & self.isolated and {tag for tag in self.unacked if tag <= last} == tags:
                 # Nothing else unsettled up to `last`: one ack covers the whole batch.
                 self.link.channel.basic_ack(last, multiple=True)
                 self.unacked -= tags
@@ -279,8 +351,9 @@ class RabbitConsumer(Consumer):
         the dead letters."""
         def action() -> None:
             for delivery in deliveries:
-                item = delivery.item
-                self._publish_item(item, item.attempt, item_error=None)
+                role = "isolated" if delivery.handle in self.isolated else "tasks"
+                self._publish_item(delivery.item, delivery.item.attempt, item_error=None,
+                                   role=role)
                 self._ack(delivery.handle)
             self.link.channel.tx_commit()
 
@@ -291,15 +364,15 @@ class RabbitConsumer(Consumer):
                 log.info("released items return to the queue with the dropped connection")
 
     def _publish_item(self, item: Item, attempt: int, item_error: str | None,
-                      delay: float = 0.0) -> None:
-        """To `tasks`, or with ``delay`` seconds above 0 to `delayed`, which hands it to `tasks`
-        once its TTL (the delay) runs out."""
+                      delay: float = 0.0, role: str = "tasks") -> None:
+        """To queue ``role`` (`tasks`), or with ``delay`` seconds above 0 to `delayed`, which
+        hands it to `tasks` once its TTL (the delay) runs out."""
         headers: dict[str, object] = {ATTEMPT_HEADER: attempt}
         if item_error is not None:
             headers[ERROR_HEADER] = item_error[:1000]
         milliseconds = int(delay * 1000)
         self.link.channel.basic_publish(
-            "", self.broker.names["delayed" if milliseconds > 0 else "tasks"],
+            "", self.broker.names["delayed" if milliseconds > 0 else role],
             encode(item.id, item.payload),
             persistent(headers=headers,
                        expiration=str(milliseconds) if milliseconds > 0 else None))

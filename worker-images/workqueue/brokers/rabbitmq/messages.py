@@ -13,7 +13,8 @@ ATTEMPT_HEADER = "x-wq-attempt"
 ERROR_HEADER = "x-wq-error"
 SAFETY_DELIVERY_LIMIT = 1000
 """Server-side cap on redeliveries, above any maxAttempts; RabbitMQ 4 drops at 20 by default."""
-ROLES = ("tasks", "done", "dead", "retries", "seed", "seeded", "refused", "delayed", "report")
+ROLES = ("tasks", "done", "dead", "retries", "seed", "seeded", "refused", "delayed", "report",
+         "isolated")
 """The queues of one work queue (the package docstring says what each holds)."""
 
 
@@ -33,7 +34,7 @@ def dead_item(props: pika.BasicProperties, body: bytes) -> DeadItem:
     if "error" in data:
         return DeadItem(data["id"], data["payload"], data["attempts"], data["error"])
     headers = props.headers or {}
-    return DeadItem(data["id"], data["payload"], attempt(headers),
+    return DeadItem(data["id"], data["payload"], attempt(headers) - 1 + returns(headers),
                     "redelivery limit reached: its workers kept dying while running it")
 
 
@@ -47,5 +48,11 @@ def receipt_count(body: bytes) -> int:
 
 
 def attempt(headers: dict) -> int:
-    """Runs of an item so far, this one included."""
-    return int(headers.get(ATTEMPT_HEADER, 1)) + int(headers.get("x-delivery-count", 0))
+    """The attempt this run of an item is: its charged runs plus one."""
+    return int(headers.get(ATTEMPT_HEADER, 1))
+
+
+def returns(headers: dict) -> int:
+    """How often the server took the message back from a consumer that did not settle it
+    (its connection closed, or a reject) since it was published."""
+    return int(headers.get("x-delivery-count", 0))
