@@ -13,7 +13,7 @@ import kubernetes_validate
 import yaml
 from kubernetes_validate.utils import latest_version
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "workqueue-job"
 ALL_CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 INDEXED_CI_VALUES = [path for path in ALL_CI_VALUES if path.name.startswith("indexed-")]

@@ -1,0 +1,124 @@
+"""Pod churn never fails or stalls a run: the chart's worker Job, played by the Job controller
+model (tests/jobcontroller.py) over real `workqueue work` processes and a real broker, while
+workers are stopped (a deletion), killed (a forced deletion, an OOM kill) and the broker
+restarts with its data, at random.
+
+What the real cluster showed before (the pod-churn issue): a run of 20,000 tasks with no failed
+task ended Failed, BackoffLimitExceeded at the 7th worker deletion on Redis and FailJob exit 5
+on RabbitMQ, and with backoffLimit raised it went 10 minutes without a worker pod.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter
+
+from conftest import WORKQUEUE, broker_env, kind_of, write_tasks
+from jobcontroller import LocalJob
+from render import by_kind_name, render_chart
+from workqueue import seed
+
+TIME_SCALE = 0.1
+"""The controller's backoff runs ten times faster here (1 s first wait, 60 s cap)."""
+LEASE_SECONDS = "5"
+"""Shorter than the chart's 60 s, so that a killed worker's leases come back within the test."""
+CHART_ENV_KEPT_OUT = ("WORKQUEUE_BROKER_URL", "WORKQUEUE_BROKER_PASSWORD_FILE",
+                      "WORKQUEUE_QUEUE", "WORKQUEUE_RUN_ID")
+"""What points a rendered pod at its broker in the cluster; the test points it at its own."""
+
+
+def chart_job(broker, server_for, tmp_path, script: str, tasks: list[str],
+              mode: str = "fine", parallelism: int = 4, **worker: object) -> LocalJob:
+    """The chart's worker Job at its defaults (but ``worker`` values), its pods running the
+    rendered container's command and environment against ``broker``'s queue, with ``script``
+    (sh) as the task's command. ``tasks`` are the list seeded (coarse completions count them)."""
+    values = {"mode": mode, "tasks": tasks, "worker": {"parallelism": parallelism, **worker}}
+    job = by_kind_name(render_chart(values))[("Job", "demo-workqueue-job-worker")]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]
+           if "value" in e and e["name"] not in CHART_ENV_KEPT_OUT}
+    env |= broker_env(broker, server_for) | {"WORKQUEUE_LEASE_SECONDS": LEASE_SECONDS,
+                                             "WORKQUEUE_LOG_LEVEL": "INFO"}
+    argv = [*WORKQUEUE, *container["command"][1:], "--", "sh", "-c", script]
+    return LocalJob(job, argv, env, tmp_path / "pods", time_scale=TIME_SCALE)
+
+
+class Chaos:
+    """Every ``every`` seconds one fault at random until ``faults`` have happened: a worker
+    stopped (SIGTERM), a worker killed (SIGKILL), or, at most twice, the broker restarted."""
+
+    def __init__(self, server, faults: int, every: float, seed_: int) -> None:
+        self.server, self.left, self.every = server, faults, every
+        self.pick = random.Random(seed_)
+        self.next = time.monotonic() + every
+        self.done: Counter[str] = Counter()
+
+    def __call__(self, job: LocalJob) -> None:
+        if not self.left or time.monotonic() < self.next or not job.pods:
+            return
+        fault = self.pick.choice(["stop", "stop", "kill", "kill", "restart"])
+        if fault == "restart" and self.done["restart"] < 2:
+            self.server.restart()
+        elif fault == "stop":
+            job.signal(signal.SIGTERM, self.pick)
+        else:
+            fault = "kill"
+            job.signal(signal.SIGKILL, self.pick)
+        self.done[fault] += 1
+        self.left -= 1
+        self.next = time.monotonic() + self.every
+
+
+def test_random_pod_churn_never_fails_or_stalls_the_run(broker, server_for, tmp_path, request):
+    # Given 2,000 short tasks, each run written down by a witness file, and the chart's Job
+    server = request.getfixturevalue(f"{kind_of(broker)}_server")
+    tasks = write_tasks(tmp_path / "t.txt", 2000)
+    seed(broker, str(tmp_path / "t.txt"))
+    witness = tmp_path / "witness.txt"
+    job = chart_job(broker, server_for, tmp_path,
+                    f'echo "$WORKQUEUE_PAYLOAD" >> {witness}; sleep 0.01', tasks)
+    # When 14 faults hit it, one every 0.7 s
+    chaos = Chaos(server, faults=14, every=0.7, seed_=len(str(tmp_path)))
+    verdict = job.run(timeout=400, chaos=chaos)
+    # Then the Job completes, counting no failure, and every task is done
+    assert verdict.state == "complete", f"{verdict} {chaos.done}\n{job.text()[-4000:]}"
+    assert job.counted_failures == 0
+    runs = Counter(witness.read_text().split())
+    assert set(runs) == set(tasks)
+    status = broker.status()
+    assert (status.done, status.dead, status.pending, status.leased) == (2000, 0, 0, 0)
+    # And what ran twice is within what the faults could cost: a kill or a stop, the lease
+    # group its worker held; a broker restart, one group per worker
+    group = int(job.env["WORKQUEUE_BATCH_SIZE"])
+    bound = (chaos.done["kill"] + chaos.done["stop"] + chaos.done["restart"] * 4) * group
+    assert sum(runs.values()) - 2000 <= bound, (chaos.done, runs.most_common(3))
+    # And the run never waited long without a worker (a minute on the cluster's clock)
+    assert job.longest_without_pods < 60 * TIME_SCALE, chaos.done
+    assert "Traceback" not in job.text()
+
+
+def test_coarse_pods_lost_mid_task_only_rerun_their_task(broker, server_for, tmp_path):
+    # Given coarse mode (a pod per task) and workers stopped or killed while they run
+    tasks = write_tasks(tmp_path / "t.txt", 30)
+    seed(broker, str(tmp_path / "t.txt"))
+    witness = tmp_path / "witness.txt"
+    job = chart_job(broker, server_for, tmp_path,
+                    f'sleep 0.3; echo "$WORKQUEUE_PAYLOAD" >> {witness}', tasks,
+                    mode="coarse", parallelism=3)
+    pick = random.Random(7)
+    faults: Counter[str] = Counter()
+
+    def chaos(local: LocalJob) -> None:
+        if sum(faults.values()) < 6 and local.pods and pick.random() < 0.05:
+            signum = pick.choice([signal.SIGTERM, signal.SIGKILL])
+            local.signal(signum, pick)
+            faults[signum.name] += 1
+
+    verdict = job.run(timeout=300, chaos=chaos)
+    # Then the Job completes with one success per task, and no failure counted
+    assert verdict.state == "complete", f"{verdict}\n{job.text()[-3000:]}"
+    assert job.counted_failures == 0 and len(job.succeeded) == 30
+    assert set(Counter(witness.read_text().split())) == set(tasks)
+    assert broker.status().done == 30
