@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 import redis
-from chart.render import BROKER, CHART, by_kind_name, load_values, rabbitmq_conf, render_chart
 
 from conftest import VERSIONS, WORKQUEUE, versions_of
+from render import BROKER, CHART, by_kind_name, load_values, rabbitmq_conf, render_chart
 from servers import RabbitNode
 from workqueue import Runner, WorkerConfig, seed
 from workqueue.brokers.rabbitmq import RabbitMQBroker

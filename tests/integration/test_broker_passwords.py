@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 import redis
-from chart.render import BROKER, by_kind_name, render_chart
 
+from render import BROKER, by_kind_name, render_chart
 from workqueue.brokers import password_from_env
 from workqueue.local import free_port, wait_for_port
 
