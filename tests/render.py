@@ -79,6 +79,16 @@ def pod_specs(objects: list[dict]) -> Iterator[tuple[dict, dict]]:
             yield obj, obj["spec"]
         elif obj["kind"] in ("Job", "StatefulSet", "Deployment"):
             yield obj, obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "CronJob":
+            yield obj, obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def pod_metadata(obj: dict) -> dict:
+    """The metadata of a Pod, or of the pods an object's template makes."""
+    if obj["kind"] == "Pod":
+        return obj["metadata"]
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    return spec["template"]["metadata"]
 
 
 def bumped_chart(folder: Path) -> Path:

@@ -156,6 +156,8 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("seeder.resources", RESOURCES, {}),
     ("seeder.backoffLimit", 1, {}),
     ("networkPolicy.enabled", False, {}),
+    ("tools.enabled", False, {}),
+    ("tools.idleSeconds", 300, {}),
     ("testFramework.enabled", False, {}),
 ]
 NEW_VALUE = {path: value for path, value, _needs in CHANGES}

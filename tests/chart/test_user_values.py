@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from render import CHART, HELMS, by_kind_name, helm, pod_specs, render_chart, template
+from render import (
+    CHART,
+    HELMS,
+    by_kind_name,
+    helm,
+    pod_metadata,
+    pod_specs,
+    render_chart,
+    template,
+)
 from workqueue.brokers import SCHEMES
 from workqueue.cli import build_parser
 
@@ -19,15 +28,11 @@ EVERYWHERE = {
 }
 
 
-def _pod_metadata(obj: dict) -> dict:
-    return obj["metadata"] if obj["kind"] == "Pod" else obj["spec"]["template"]["metadata"]
-
-
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_release_wide_pod_values_reach_every_pod(broker):
     objects = render_chart({**EVERYWHERE, "broker": {"type": broker}})
     pods = list(pod_specs(objects))
-    assert {obj["kind"] for obj, _ in pods} == {"Job", "StatefulSet", "Pod"}
+    assert {obj["kind"] for obj, _ in pods} == {"Job", "StatefulSet", "Pod", "CronJob"}
     for obj, spec in pods:
         name = obj["metadata"]["name"]
         assert spec["imagePullSecrets"] == [{"name": "registry"}], name
@@ -36,7 +41,7 @@ def test_release_wide_pod_values_reach_every_pod(broker):
         assert spec["tolerations"] == EVERYWHERE["tolerations"], name
         # PID 1 is the pause container, which reaps orphans and leaves our signals alone
         assert spec["shareProcessNamespace"] is True, name
-        meta = _pod_metadata(obj)
+        meta = pod_metadata(obj)
         assert meta["labels"]["team"] == "render", name
         assert meta["annotations"]["sidecar.istio.io/inject"] == "false", name
 
@@ -142,5 +147,5 @@ def test_notes_say_what_uninstall_leaves_behind():
     external = notes("--set", "broker.external.enabled=true", "--set",
                      "broker.external.host=redis.example", "--set",
                      "broker.auth.existingSecret=creds")
-    assert "workqueue purge --yes" in external
+    assert "wq purge --yes" in external
     assert "the broker and its data included" not in external

@@ -43,6 +43,9 @@ and "<prefix>-broker-client" is a label key (63).
 {{- define "workqueue-job.seeder.fullname" -}}
 {{- include "workqueue-job.componentName" (dict "context" . "component" "seeder") }}
 {{- end }}
+{{- define "workqueue-job.tools.fullname" -}}
+{{- include "workqueue-job.componentName" (dict "context" . "component" "tools") }}
+{{- end }}
 {{- define "workqueue-job.worker.fullname" -}}
 {{- include "workqueue-job.componentName" (dict "context" . "component" "worker") }}
 {{- end }}
