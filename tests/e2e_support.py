@@ -6,6 +6,9 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import pytest
 
 KIND_HELP = ("kind not found: install it (https://kind.sigs.k8s.io/docs/user/quick-start/, e.g. "
              "`go install sigs.k8s.io/kind@v0.27.0`), or point KUBECONFIG/E2E_CONTEXT at a cluster")
@@ -31,11 +34,6 @@ def missing_tools(env: Mapping[str, str], docker_problem: str | None) -> str | N
     if shutil.which("kind", path=env.get("PATH", os.defpath)) is None:
         return KIND_HELP
     return None
-
-
-def job_state(status: Mapping | None) -> str:
-    """complete, failed or running, from a Job's status (as a dict)."""
-    return job_verdict(status)[0]
 
 
 def job_verdict(status: Mapping | None) -> tuple[str, str]:
@@ -114,12 +112,6 @@ def job_progress(status: Mapping | None) -> str:
             f"{status.get('failed') or 0} failed")
 
 
-def missing_tasks(tasks: Iterable[str], logs: str, marker: str = "done: ") -> list[str]:
-    """Tasks whose "done: TASK" line is absent from the worker logs."""
-    done = {line.split(marker, 1)[1] for line in logs.splitlines() if marker in line}
-    return [task for task in tasks if task not in done]
-
-
 def leftovers(found: Mapping[str, Iterable[tuple[str, Mapping[str, str] | None]]],
               release: str) -> list[str]:
     """"kind/name" of what the release left behind: objects labelled with its instance, or
@@ -141,3 +133,40 @@ def has_default_storage_class(annotations: Iterable[Mapping[str, str] | None]) -
     which the chart's broker PVC needs when it names no storageClass."""
     return any((a or {}).get(key) == "true" for a in annotations
                for key in DEFAULT_CLASS_ANNOTATIONS)
+
+
+@dataclass
+class CaseResult:
+    """One line of the table `make e2e` prints at the end."""
+
+    case: str
+    verdict: str = "no verdict"
+    """The Job's as the case saw it ("complete", "failed: PodFailurePolicy"), or why the case
+    itself failed."""
+    seconds: float | None = None
+    """From install to the verdict."""
+    report: str = ""
+    """From the product's report: "20 done, 0 dead, 21 runs"."""
+    passed: bool = False
+    kept: str = ""
+    """Where its diagnostic bundle or namespace was kept, if it failed."""
+
+
+def results_table(results: Iterable[CaseResult]) -> str:
+    """The cases as a table: case, pass/FAIL, verdict, time to verdict, report."""
+    results = list(results)
+    header = ("case", "", "verdict", "to verdict", "report (done, dead, runs)")
+    rows = [(r.case, "pass" if r.passed else "FAIL", r.verdict[:70],
+             "-" if r.seconds is None else f"{r.seconds:.0f} s", r.report or "-")
+            for r in results]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    kept = [f"  {r.case}: {r.kept}" for r in results if r.kept]
+    return "\n".join(lines + (["kept for diagnosis:", *kept] if kept else []))
+
+
+RESULTS: list[CaseResult] = []
+"""Each e2e case's result, appended as it ends (tests/e2e/test_kind.py's `case` fixture)."""
+CALL_FAILED = pytest.StashKey[bool]()
+"""Set on a test item by tests/e2e/conftest.py: whether the test itself failed."""

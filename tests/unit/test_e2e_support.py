@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from e2e_support import (
+    CaseResult,
     failed_indexes,
     has_default_storage_class,
     image_loader,
     image_pull_problem,
-    job_state,
     job_verdict,
     leftovers,
-    missing_tasks,
     missing_tools,
     no_way_to_the_nodes,
+    results_table,
 )
 
 
@@ -48,12 +48,7 @@ def test_kind_on_path_is_enough(tmp_path):
     ({"conditions": [{"type": "Suspended", "status": "True"}]}, "running"),
 ])
 def test_job_state(status, expected):
-    assert job_state(status) == expected
-
-
-def test_missing_tasks_reads_worker_logs():
-    logs = "worker x: fine mode\ndone: a\nnoise done: b\nINFO item 3 failed\n"
-    assert missing_tasks(["a", "b", "c", "done"], logs) == ["c", "done"]
+    assert job_verdict(status)[0] == expected
 
 
 def test_leftovers_are_the_release_s_objects_only():
@@ -140,3 +135,27 @@ def test_a_default_storage_class_is_found_by_either_annotation():
     assert not has_default_storage_class([None, {"storageclass.kubernetes.io/is-default-class":
                                                  "false"}])
     assert not has_default_storage_class([])
+
+
+def test_the_results_table_gives_each_case_its_verdict_time_and_report():
+    table = results_table([
+        CaseResult("redis-fine", "complete: SuccessPolicy", 41.2, "20 done, 0 dead, 20 runs",
+                   passed=True),
+        CaseResult("poison", "failed: PodFailurePolicy: Container worker for pod x failed "
+                   "with exit code 3 matching FailJob rule at index 2", 75.0,
+                   "19 done, 1 dead, 21 runs", passed=False, kept="/tmp/wq-e2e/poison")])
+    header, first, second, kept_title, kept = table.splitlines()
+    assert header.split() == ["case", "verdict", "to", "verdict", "report", "(done,", "dead,",
+                              "runs)"]
+    assert first.split()[:3] == ["redis-fine", "pass", "complete:"]
+    assert "41 s" in first and first.endswith("20 done, 0 dead, 20 runs")
+    assert second.startswith("poison") and " FAIL " in second and "75 s" in second
+    # Columns line up, and a long verdict is cut so the table stays readable
+    assert first.index("41 s") == second.index("75 s")
+    assert len(second) < 160
+    assert (kept_title, kept) == ("kept for diagnosis:", "  poison: /tmp/wq-e2e/poison")
+
+
+def test_a_case_that_never_reached_a_verdict_shows_dashes():
+    table = results_table([CaseResult("broker-lost")])
+    assert table.splitlines()[1].split() == ["broker-lost", "FAIL", "no", "verdict", "-", "-"]
