@@ -8,8 +8,8 @@ without touching the new run, and a bad new list must not cost the old run anyth
 from __future__ import annotations
 
 import pytest
-from test_cluster_faults import BOUND_SECONDS, Workers, cli, wait_until
 
+from cli_workers import BOUND_SECONDS, Workers, cli, wait_until
 from conftest import broker_env, kind_of, write_tasks
 from workqueue.brokers.rabbitmq import RabbitMQBroker
 from workqueue.brokers.redis import RedisBroker

@@ -15,34 +15,10 @@ import signal
 import time
 from collections import Counter
 
-from conftest import WORKQUEUE, broker_env, kind_of, write_tasks
+from chart_jobs import TIME_SCALE, chart_job
+from conftest import kind_of, write_tasks
 from jobcontroller import LocalJob
-from render import by_kind_name, render_chart
 from workqueue import seed
-
-TIME_SCALE = 0.1
-"""The controller's backoff runs ten times faster here (1 s first wait, 60 s cap)."""
-LEASE_SECONDS = "5"
-"""Shorter than the chart's 60 s, so that a killed worker's leases come back within the test."""
-CHART_ENV_KEPT_OUT = ("WORKQUEUE_BROKER_URL", "WORKQUEUE_BROKER_PASSWORD_FILE",
-                      "WORKQUEUE_QUEUE", "WORKQUEUE_RUN_ID")
-"""What points a rendered pod at its broker in the cluster; the test points it at its own."""
-
-
-def chart_job(broker, server_for, tmp_path, script: str, tasks: list[str],
-              mode: str = "fine", parallelism: int = 4, **worker: object) -> LocalJob:
-    """The chart's worker Job at its defaults (but ``worker`` values), its pods running the
-    rendered container's command and environment against ``broker``'s queue, with ``script``
-    (sh) as the task's command. ``tasks`` are the list seeded (coarse completions count them)."""
-    values = {"mode": mode, "tasks": tasks, "worker": {"parallelism": parallelism, **worker}}
-    job = by_kind_name(render_chart(values))[("Job", "demo-workqueue-job-worker")]
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]
-           if "value" in e and e["name"] not in CHART_ENV_KEPT_OUT}
-    env |= broker_env(broker, server_for) | {"WORKQUEUE_LEASE_SECONDS": LEASE_SECONDS,
-                                             "WORKQUEUE_LOG_LEVEL": "INFO"}
-    argv = [*WORKQUEUE, *container["command"][1:], "--", "sh", "-c", script]
-    return LocalJob(job, argv, env, tmp_path / "pods", time_scale=TIME_SCALE)
 
 
 class Chaos:

@@ -13,8 +13,7 @@ import os
 import signal
 import subprocess
 
-from test_cluster_faults import cli, wait_until
-
+from cli_workers import cli, wait_until
 from conftest import WORKQUEUE, broker_env
 from workqueue.errors import EXIT_DEAD, EXIT_OK
 

@@ -8,8 +8,7 @@ import json
 import subprocess
 import time
 
-from test_cluster_faults import Workers, cli, wait_until
-
+from cli_workers import Workers, cli, wait_until
 from conftest import broker_env, write_tasks
 from workqueue.errors import EXIT_DEAD
 

@@ -10,9 +10,9 @@ import json
 import os
 import signal
 import subprocess
+from datetime import datetime
 
-from test_cluster_faults import cli, wait_until
-
+from cli_workers import cli, wait_until
 from conftest import WORKQUEUE, broker_env, kind_of
 from workqueue.errors import EXIT_DEAD, EXIT_OK
 from workqueue.message import item_id
@@ -80,7 +80,8 @@ def test_report_has_every_task_once_after_kills_retries_and_a_dead_task(broker, 
         row = report[task]
         assert row["outcome"] == "done" and row["exit_code"] == 0, row
         assert row["result"] == f"result of {task}"
-        assert row["worker"] and row["seconds"] >= 0 and row["finished"] > 0
+        assert row["worker"] and row["seconds"] >= 0
+        assert datetime.fromisoformat(row["finished"]).year >= 2026
         assert row["error"] is None
     assert report["ok 0"]["attempts"] == 1
     # The same, as CSV
@@ -119,3 +120,35 @@ def test_report_of_a_queue_that_holds_nothing_says_so(broker, server_for, tmp_pa
     assert out.returncode != 0
     assert "holds nothing" in out.stderr and "WORKQUEUE_QUEUE" in out.stderr
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_report_rows_carry_the_payloads_of_the_seeded_list(broker, server_for, tmp_path):
+    # Given a list with unicode, repeated tasks, a 200 KB task and a line separator (JSON Lines)
+    tasks = ["ünïcode ✓", "same", "same", "x" * 200_000, "a\u2028b", '{"json": 1}']
+    source = tmp_path / "tasks.jsonl"
+    source.write_text("".join(json.dumps(task, ensure_ascii=False) + "\n" for task in tasks))
+    env = broker_env(broker, server_for)
+    assert cli("seed", "--tasks", str(source), env=env).returncode == 0
+    assert cli("work", "--", "true", env=env).returncode == EXIT_OK
+    # When the report is read with the list (as the chart's tools pod reads it)
+    out = cli("report", "--tasks", str(source), env=env)
+    assert out.returncode == 0, out.stderr
+    # Then every row carries its task's payload, as seeded
+    # (split on newlines only: str.splitlines() would also split at the U+2028 in a row)
+    rows = [json.loads(line) for line in out.stdout.split("\n") if line]
+    assert {row["id"]: row["payload"] for row in rows} == {
+        f"{i:08d}": task for i, task in enumerate(tasks)}
+
+
+def test_a_report_cut_short_by_its_reader_is_not_a_broker_error(broker, server_for, tmp_path):
+    env = broker_env(broker, server_for)
+    (tmp_path / "t.txt").write_text("".join(f"task {i}\n" for i in range(3000)))
+    assert cli("seed", "--tasks", str(tmp_path / "t.txt"), env=env).returncode == 0
+    assert cli("work", "--", "true", env=env, timeout=120).returncode == EXIT_OK
+    # `| head -1` closes the pipe long before 3,000 rows are written
+    piped = subprocess.run(["bash", "-c", f"{' '.join(WORKQUEUE)} report | head -1; "
+                                          'echo "exit ${PIPESTATUS[0]}" >&2'],
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, **env})
+    assert len(piped.stdout.splitlines()) == 1
+    assert "exit 0" in piped.stderr and "lost the broker" not in piped.stderr, piped.stderr

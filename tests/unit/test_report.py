@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -45,11 +46,13 @@ def test_percentiles_are_nearest_rank():
 
 
 def test_status_adds_pace_and_a_per_outcome_table():
-    status = Status(seeded=True, total=100, pending=60, leased=0, done=30, dead=10,
+    status = Status(seeded=True, total=100, pending=56, leased=4, done=30, dead=10,
                     seeded_at=1000.0)
     rate = overall_rate(status, now=1020.0)
     assert rate == 2.0
     assert pace(status, rate) == "throughput 2.00 tasks/s, about 30 s left"
+    # Nothing leased: no worker runs a task (the Job may be over), so no pace is promised
+    assert pace(replace(status, pending=60, leased=0), rate) is None
     assert overall_rate(Status(seeded=True, total=1, pending=1, leased=0, done=0, dead=0,
                                seeded_at=1000.0), now=1020.0) is None
     table = summary_table([DONE, DEAD], settled=40)

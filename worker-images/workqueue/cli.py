@@ -28,6 +28,7 @@ from .errors import (
     EXIT_DEAD,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     ConfigError,
     OtherRun,
     SeedRefused,
@@ -56,10 +57,10 @@ from .progress import (
     summary_table,
     verdict,
 )
-from .report import write_csv, write_jsonl
+from .report import with_payloads, write_csv, write_jsonl
 from .runner import MODES, Runner, WorkerConfig
 from .seeding import seed
-from .taskfile import FORMATS, task_file
+from .taskfile import FORMATS, TaskIndex, task_file
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,10 @@ def _tunable(parser: argparse.ArgumentParser, flag: str, convert: Callable[[str]
                         help=f"{help_text} (env {env}; default %(default)s)")
 
 
-def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True) -> None:
+def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True,
+                     interactive: bool = False) -> None:
+    """Where the broker is and how long to wait for it. ``interactive`` commands (status,
+    report, dead, retry-dead, purge) give up in seconds, since a person waits for them."""
     parser.add_argument("--broker-url", default=_env("BROKER_URL"),
                         help="redis://HOST:PORT/DB or amqp://USER@HOST:PORT/VHOST "
                              "(env WORKQUEUE_BROKER_URL); the password comes from "
@@ -161,9 +165,11 @@ def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True)
                              "; without it a private redis-server is started"))
     parser.add_argument("--queue", default=_env("QUEUE", defaults.QUEUE_NAME),
                         help="queue name (env WORKQUEUE_QUEUE; default %(default)s)")
-    _tunable(parser, "--connect-timeout", _positive_float, defaults.CONNECT_TIMEOUT_SECONDS,
+    patience = defaults.INTERACTIVE_WAIT_SECONDS if interactive else None
+    _tunable(parser, "--connect-timeout", _positive_float,
+             patience or defaults.CONNECT_TIMEOUT_SECONDS,
              "seconds to keep retrying an unreachable broker")
-    _tunable(parser, "--outage-seconds", _positive_float, defaults.OUTAGE_SECONDS,
+    _tunable(parser, "--outage-seconds", _positive_float, patience or defaults.OUTAGE_SECONDS,
              "seconds to keep retrying a broker that was reached and then went away")
     parser.add_argument("--run-id", default=_env("RUN_ID"),
                         help="the run this process serves (the chart sets it from the task "
@@ -274,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     _handler_args(p)
 
     p = sub.add_parser("status", help="show queue progress")
-    _connection_args(p)
+    _connection_args(p, interactive=True)
     p.add_argument("--watch", type=_positive_float, metavar="SECONDS",
                    help="print the status every SECONDS until the queue is drained")
     p.add_argument("--dead", type=positive_int, metavar="N", help="list up to N dead items")
@@ -292,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dead", help="write the dead-lettered tasks as a task file, to re-run "
                                     "elsewhere or to inspect")
-    _connection_args(p)
+    _connection_args(p, interactive=True)
     p.add_argument("--format", choices=("jsonl", "text"), default="jsonl",
                    help="jsonl (one JSON string per task; any payload) or text (one task per "
                         "line); `workqueue seed` reads either back as it was seeded")
@@ -300,17 +306,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write how each settled task went: outcome, runs, run "
                                       "time, exit code, worker, error, result")
-    _connection_args(p)
+    _connection_args(p, interactive=True)
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
                    help="jsonl (one JSON object per task) or csv (a header row first)")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default stdout)")
+    p.add_argument("--tasks", default=_env("TASKS"),
+                   help="the task list that was seeded (file or folder of *.jsonl chunks; env "
+                        "WORKQUEUE_TASKS, which the chart's tools pod sets): each row gets its "
+                        "task's payload. It costs one pass over the list and 10 bytes of memory "
+                        "per task. Without it, only dead tasks carry their payload")
+    p.add_argument("--tasks-format", choices=FORMATS, default="auto",
+                   help="the task list's format (default: by its name)")
 
     p = sub.add_parser("retry-dead", help="put the dead-lettered tasks back in the queue with "
                                           "fresh attempts (safe while workers run)")
-    _connection_args(p)
+    _connection_args(p, interactive=True)
 
     p = sub.add_parser("purge", help="delete the queue and all its records")
-    _connection_args(p)
+    _connection_args(p, interactive=True)
     p.add_argument("--yes", action="store_true", help="really delete")
     return parser
 
@@ -512,9 +525,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         problem = _wrong_state(broker.status(), args.run_id, broker.queue, broker.server)
         if problem:
             raise problem
+        index = TaskIndex(args.tasks, args.tasks_format) if args.tasks else None
+        rows = broker.report() if index is None else with_payloads(broker.report(), index)
         with (open(args.output, "w", encoding="utf-8", newline="") if args.output
               else contextlib.nullcontext(sys.stdout)) as out:
-            out.writelines(writer(broker.report()))
+            out.writelines(writer(rows))
     finally:
         broker.close()
     if args.output:
@@ -571,6 +586,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("workqueue: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read our output stopped (`| head`): not an error of ours, nor the broker's.
+        # Python would fail again flushing stdout at exit, so it is pointed at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (OSError, *_broker_errors()) as exc:
         # Errors of the broker clients that no layer above turned into a WorkqueueError: one
         # line, and a retry by the Job (exit 1), or FailJob when the broker stays away (5).

@@ -42,6 +42,10 @@ CONNECT_TIMEOUT_SECONDS = 300.0
 """How long to keep retrying an unreachable broker before giving up, in seconds. Pods may start
 before the broker is ready, so this is generous."""
 
+INTERACTIVE_WAIT_SECONDS = 10.0
+"""How long status, report and the other commands a person runs wait for an unreachable
+broker before they say so (--connect-timeout waits longer)."""
+
 OUTAGE_SECONDS = 900.0
 """How long a worker keeps retrying a broker it had reached, in seconds: long enough for a
 broker pod to be rescheduled, its volume re-attached and its image pulled."""

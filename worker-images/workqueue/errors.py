@@ -167,9 +167,10 @@ def lost_state_message(queue: str, server: str) -> str:
 
 def no_state_message(queue: str, server: str, run: str) -> str:
     """What `status` says when it was told the run but the broker holds no state at all."""
-    return (f"queue {queue!r} on {server} holds no state for run {run}: the seeder never ran "
-            "(see the seeder Job), or the broker lost its data (turn on broker.persistence, "
-            "the chart's default, and re-run the job)")
+    return (f"queue {queue!r} on {server} holds no state for run {run}: the broker lost its "
+            "data (it restarted without broker.persistence, the chart's default: turn it on and "
+            "re-run the job), or, if the seeder Job has not completed, seeding has not started "
+            "yet (see its pods)")
 
 
 def seed_refused_message(queue: str, reason: str) -> str:

@@ -66,7 +66,8 @@ def _seconds(value: float) -> str:
 def pace(status: Status, rate: float | None) -> str | None:
     """Throughput and, while tasks remain, the time left at that pace. ``rate`` is settled
     tasks per second (None: not known yet)."""
-    if not rate:
+    if not rate or not status.leased:
+        # No task held: no worker is running one (the Job may have ended), so no pace.
         return None
     line = f"throughput {rate:.2f} tasks/s"
     left = (status.total or 0) - status.done - status.dead

@@ -2,7 +2,8 @@
 the same atomic step as the settle, kept by the broker, exported by `workqueue report`.
 
 On the broker a record is compact JSON with one-letter keys, so that a million of them fit the
-chart's default Redis: o outcome (done or dead), a runs (every retry-dead round included),
+chart's default Redis: o outcome (done, dead, or pending: put back by retry-dead and not settled
+again yet), a runs (every retry-dead round included),
 s seconds of the last run, x its exit code, w the worker that ran it, t when it settled (Unix
 seconds), e the last error (dead only), r the result (worker.captureResult).
 """
@@ -15,7 +16,12 @@ import json
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .taskfile import TaskIndex
 
 FIELDS = ("id", "outcome", "attempts", "seconds", "exit_code", "worker", "finished", "error",
           "result", "payload")
@@ -74,21 +80,55 @@ def settled(task_id: str, outcome: str, attempts: int, run: TaskRun, worker: str
                       time.time(), run.error, run.result)
 
 
-def write_jsonl(records: Iterable[TaskRecord]) -> Iterator[str]:
-    """One JSON object per line, every field named."""
+def with_payloads(records: Iterable[TaskRecord], tasks: TaskIndex) -> Iterator[TaskRecord]:
+    """``records``, each with its task's payload from the seeded list (a task's id is its
+    position in it)."""
     for record in records:
-        yield json.dumps({name: getattr(record, name) for name in FIELDS},
-                         ensure_ascii=False) + "\n"
+        if record.payload is None and record.id.isdigit():
+            record = replace(record, payload=tasks.payload(int(record.id)))
+        yield record
+
+
+def iso_time(seconds: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC, to the millisecond."""
+    if seconds is None:
+        return None
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def exit_text(record: TaskRecord) -> str | int | None:
+    """The exit code as people read it: a number, "timed out", or "killed by signal N"."""
+    code = record.exit_code
+    if code is None or code >= 0:
+        return code
+    if (record.error or "").startswith("timed out"):
+        return "timed out"
+    return f"killed by signal {-code}"
+
+
+def _row(record: TaskRecord) -> dict[str, object]:
+    row = {name: getattr(record, name) for name in FIELDS}
+    row["finished"] = iso_time(record.finished)
+    return row
+
+
+def write_jsonl(records: Iterable[TaskRecord]) -> Iterator[str]:
+    """One JSON object per line, every field named; exit codes stay numbers (negative: the
+    signal that killed the command), times are ISO 8601."""
+    for record in records:
+        yield json.dumps(_row(record), ensure_ascii=False) + "\n"
 
 
 def write_csv(records: Iterable[TaskRecord]) -> Iterator[str]:
-    """A header, then one row per task; empty cells for missing values."""
+    """A header, then one row per task; empty cells for missing values, and exit codes as
+    people read them."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(FIELDS)
     for record in records:
-        writer.writerow(["" if getattr(record, name) is None else getattr(record, name)
-                         for name in FIELDS])
+        row = _row(record) | {"exit_code": exit_text(record)}
+        writer.writerow(["" if row[name] is None else row[name] for name in FIELDS])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -14,6 +14,7 @@ import codecs
 import hashlib
 import json
 import sys
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,9 +108,18 @@ def no_tasks_error(path: str) -> TaskSourceError:
 
 
 def _parse(stream: BinaryIO, name: str, fmt: str) -> Iterator[str]:
+    for _offset, payload in _parse_at(stream, name, fmt):
+        yield payload
+
+
+def _parse_at(stream: BinaryIO, name: str, fmt: str) -> Iterator[tuple[int, str]]:
+    """(byte offset of its line, payload) of each task of ``stream``."""
+    offset = 0
     for number, raw in enumerate(stream, 1):
+        start, offset = offset, offset + len(raw)
         if number == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[len(codecs.BOM_UTF8):]
+            start += len(codecs.BOM_UTF8)
         try:
             line = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
@@ -128,7 +138,7 @@ def _parse(stream: BinaryIO, name: str, fmt: str) -> Iterator[str]:
                 f"{name}:{number}: task is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit; "
                 "put large inputs in storage and list references to them instead"
             )
-        yield payload
+        yield start, payload
 
 
 def _payload(line: str, name: str, number: int, fmt: str) -> str | None:
@@ -146,6 +156,46 @@ def _payload(line: str, name: str, number: int, fmt: str) -> str | None:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class TaskIndex:
+    """A task list's payloads by position (a task's id is its position), read back on demand.
+    One pass records where each task's line starts: 10 bytes a task (a million tasks, 10 MB)
+    instead of their text; each lookup is one seek and one line read."""
+
+    def __init__(self, path: str, fmt: str = "auto") -> None:
+        if path == "-":
+            raise ConfigError("--tasks - (stdin) cannot be read twice; give the task file")
+        self.fmt = resolve_format(path, fmt)
+        self.files = source_files(path)
+        self._file_of = array("H")
+        self._offset = array("q")
+        for number, file in enumerate(self.files):
+            with file.open("rb") as stream:
+                for offset, _payload in _parse_at(stream, str(file), self.fmt):
+                    self._file_of.append(number)
+                    self._offset.append(offset)
+        self._streams: dict[int, BinaryIO] = {}
+
+    def __len__(self) -> int:
+        return len(self._offset)
+
+    def payload(self, position: int) -> str | None:
+        """The task at ``position`` (from 0), or None past the end."""
+        if not 0 <= position < len(self._offset):
+            return None
+        number = self._file_of[position]
+        stream = self._streams.get(number)
+        if stream is None:
+            stream = self._streams[number] = self.files[number].open("rb")
+        stream.seek(self._offset[position])
+        line = stream.readline().decode("utf-8").rstrip("\r\n")
+        return _payload(line, str(self.files[number]), position + 1, self.fmt)
+
+    def close(self) -> None:
+        for stream in self._streams.values():
+            stream.close()
+        self._streams.clear()
 
 
 def task_file(payloads: list[str], fmt: str) -> str:

@@ -66,6 +66,16 @@ class Outage:
 
 UNREACHABLE_FIX = ("check the broker is running and that this pod may reach it (NetworkPolicy, "
                    "Service)")
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def unreachable_fix(server: str) -> str:
+    """What to check when ``server`` (e.g. "redis at host:6379") does not answer: the
+    cluster's pieces only where the broker is not on this machine."""
+    host = server.rpartition(" at ")[2].rpartition(":")[0].strip("[]")
+    if host in LOCAL_HOSTS:
+        return "check the broker is running on this machine, on that port"
+    return UNREACHABLE_FIX
 
 
 def retry_until(attempt: Callable[[], T], timeout: float, server: str,
@@ -83,7 +93,7 @@ def retry_until(attempt: Callable[[], T], timeout: float, server: str,
             raise
         except (*_TRANSIENT, *transient, _redis_connection_error()) as exc:
             if outage is None:
-                outage = Outage(server, timeout, fix or UNREACHABLE_FIX, lost=False)
+                outage = Outage(server, timeout, fix or unreachable_fix(server), lost=False)
             outage.wait(exc)
             continue
         if outage is not None:

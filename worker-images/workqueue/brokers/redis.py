@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..message import Item, item_id
 from ..report import TaskRecord
-from .outage import Outage, retry_until
+from .outage import Outage, retry_until, unreachable_fix
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,8 +144,7 @@ class RedisBroker(Broker):
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # BusyLoadingError (a restarted server replaying its AOF) is a ConnectionError.
                 if outage is None:
-                    outage = Outage(self.server, self.outage_seconds,
-                                    "the broker is down; see its pod's events and logs")
+                    outage = Outage(self.server, self.outage_seconds, unreachable_fix(self.server))
                 outage.wait(exc)
                 continue
             except redis.ResponseError as exc:

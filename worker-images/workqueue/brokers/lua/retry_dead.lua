@@ -1,5 +1,6 @@
 -- Put every dead-lettered item back at the end of the queue with fresh attempts, in one step,
--- so it is safe while workers run. ARGV: round. A round above 0 is applied once: the state
+-- so it is safe while workers run. Its record says 'pending' until it settles again (with the
+-- runs of every round), so the report and `status` agree with the queue meanwhile. ARGV: round. A round above 0 is applied once: the state
 -- records it, and a seeder re-run for the same round moves nothing (returns -1).
 -- Returns how many items went back.
 require_state()
@@ -16,6 +17,12 @@ for _, id in ipairs(redis.call('HKEYS', dead)) do
   redis.call('HSET', items, id, entry.payload)
   redis.call('HDEL', dead, id)
   redis.call('HDEL', attempts, id)
+  local rec = redis.call('HGET', report, id)
+  if rec then
+    local record = cjson.decode(rec)
+    redis.call('HSET', report, id, cjson.encode({o = 'pending', a = record.a, w = record.w,
+                                                 t = now_ms() / 1000}))
+  end
   redis.call('RPUSH', pending, id)
   moved = moved + 1
 end

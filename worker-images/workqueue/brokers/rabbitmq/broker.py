@@ -178,7 +178,8 @@ class RabbitMQBroker(Broker):
         return RabbitConsumer(self, worker_id, prefetch, max_attempts, run_id)
 
     def done_count(self) -> int:
-        return self.link.call(lambda channel: records.done_count(channel, self.names["done"]))
+        return self.link.call(lambda channel: records.done_count(
+            channel, self.names["done"], f"wq.{self.queue}.count-lock"))
 
     def status(self) -> Status:
         marker = self.peek("seeded")
@@ -244,7 +245,7 @@ class RabbitMQBroker(Broker):
                     channel.basic_nack(method.delivery_tag, requeue=True)
                 channel.tx_commit()
                 return None
-            moved = 0
+            moved: list[list[str]] = []
             while True:
                 dead, props, raw = channel.basic_get(self.names["dead"])
                 if dead is None:
@@ -253,7 +254,11 @@ class RabbitMQBroker(Broker):
                 channel.basic_publish("", self.names["tasks"], encode(item.id, item.payload),
                                       persistent())
                 channel.basic_ack(dead.delivery_tag)
-                moved += 1
+                # Its record says "pending" until it settles again; the runs add up on merge.
+                moved.append([item.id, TaskRecord(item.id, "pending", 0,
+                                                  finished=time.time()).encode()])
+            if moved:
+                self.publish_records(channel, moved)
             if round_number and method is not None:
                 channel.basic_publish("", self.names["seed"],
                                       json.dumps({**cursor, "retry_round": round_number}),
@@ -262,7 +267,7 @@ class RabbitMQBroker(Broker):
             elif method is not None:
                 channel.basic_nack(method.delivery_tag, requeue=True)
             channel.tx_commit()
-            return moved
+            return len(moved)
 
         return self.link.call(action)
 

@@ -27,7 +27,7 @@ from ...errors import (
     StateLost,
     lost_state_message,
 )
-from ..outage import UNREACHABLE_FIX, Outage, retry_until
+from ..outage import Outage, retry_until, unreachable_fix
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -142,7 +142,7 @@ class Link:
                 if not retry:
                     raise ConnectionLost(f"connection to {self.server} dropped") from exc
                 if outage is None:
-                    outage = Outage(self.server, self.outage_seconds, UNREACHABLE_FIX)
+                    outage = Outage(self.server, self.outage_seconds, unreachable_fix(self.server))
                 outage.wait(exc)
                 continue
             if outage is not None:
