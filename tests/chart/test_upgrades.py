@@ -343,8 +343,8 @@ def test_gitops_renders_are_identical_with_an_existing_secret(helm_name):
     # The README's GitOps setup: Argo CD and Flux render with `helm template`, where `lookup`
     # finds nothing, so a generated password would change on every render
     gitops = {"broker": {"auth": {"existingSecret": "frames-broker"}}}
-    first = template(gitops, helm_name)
-    second = template(gitops, helm_name)
+    first = template(gitops, helm_name, reuse=False)
+    second = template(gitops, helm_name, reuse=False)
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     objects = [o for o in yaml.safe_load_all(first.stdout) if o]
@@ -353,5 +353,5 @@ def test_gitops_renders_are_identical_with_an_existing_secret(helm_name):
                       for v in spec.get("volumes", []) if "secret" in v}
     assert secret_volumes == {"frames-broker"}
     # Without it, two renders disagree: that is why the README asks for it
-    plain = [template({}, helm_name).stdout for _ in range(2)]
+    plain = [template({}, helm_name, reuse=False).stdout for _ in range(2)]
     assert plain[0] != plain[1]

@@ -16,7 +16,8 @@ import pytest
 from conftest import VERSIONS, unique_queue
 from docker_engine import docker, ensure_base_image, ensure_engine
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# One test process builds the image and starts dockerd if need be (make test runs several).
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("docker")]
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = f"workqueue-job:smoke-{secrets.token_hex(3)}"
