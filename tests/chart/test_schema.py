@@ -21,7 +21,8 @@ BAD_VALUES = {
         "broker/external/host"),
     "tasksFrom without a count": ({"tasks": [], "tasksFrom": {"configMaps": ["t-00000"]}},
                                   "tasksFrom/count"),
-    "empty command": ({"worker": {"command": []}}, "worker/command"),
+    # (an empty one is refused by the template, with the fix: test_user_values.py)
+    "command of numbers": ({"worker": {"command": ["sleep", 5]}}, "worker/command/1"),
     "zero attempts": ({"worker": {"maxAttempts": 0}}, "worker/maxAttempts"),
     "lease as a string": ({"worker": {"leaseSeconds": "60"}}, "worker/leaseSeconds"),
     "empty task": ({"tasks": ["a", ""]}, "tasks/1"),

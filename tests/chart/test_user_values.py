@@ -149,3 +149,37 @@ def test_notes_say_what_uninstall_leaves_behind():
                      "broker.auth.existingSecret=creds")
     assert "wq purge --yes" in external
     assert "the broker and its data included" not in external
+
+
+@pytest.mark.parametrize("helm_name", ["helm3", "helm4"])
+@pytest.mark.parametrize("values, says", [
+    ({"image": {"repository": "UPPER/Bad Image"}}, 'image.repository "UPPER/Bad Image" is not '
+                                                   "an image name a cluster can pull"),
+    ({"image": {"tag": "-rc1"}}, 'image.tag "-rc1" is not an image tag'),
+    ({"broker": {"redis": {"image": {"repository": "Redis"}}}},
+     'broker.redis.image.repository "Redis" is not an image name'),
+    ({"broker": {"type": "rabbitmq", "rabbitmq": {"image": {"tag": "4.0 management"}}}},
+     'broker.rabbitmq.image.tag "4.0 management" is not an image tag'),
+    ({"worker": {"command": None}}, "worker.command is empty: set the program run once per task"),
+    ({"worker": {"command": []}}, "worker.command is empty"),
+    ({"worker": {"env": [{"name": "WORKQUEUE_QUEUE", "value": "elsewhere"}]}},
+     "worker.env sets WORKQUEUE_QUEUE, which the chart sets from its values"),
+])
+def test_values_a_cluster_would_choke_on_are_refused_with_one_line(helm_name, values, says):
+    # Pods with a bad image name wait in InvalidImageName for good, which no podFailurePolicy
+    # rule ends; a null command rendered `args: ["--"]`; a second WORKQUEUE_QUEUE pointed the
+    # workers at a queue the seeder never fills
+    out = template(values, helm_name)
+    assert out.returncode != 0
+    assert says in out.stderr, out.stderr
+    assert "goroutine" not in out.stderr and len(out.stderr.strip().splitlines()) <= 3
+
+
+def test_image_names_with_a_registry_port_and_the_log_level_are_accepted():
+    objects = by_kind_name(render_chart({
+        "image": {"repository": "localhost:5000/team/render_x", "tag": "2026.12.05-rc_1"},
+        "worker": {"env": [{"name": "WORKQUEUE_LOG_LEVEL", "value": "DEBUG"}]}}))
+    worker = objects[("Job", "demo-workqueue-job-worker")]["spec"]["template"]["spec"]
+    container = worker["containers"][0]
+    assert container["image"] == "localhost:5000/team/render_x:2026.12.05-rc_1"
+    assert {"name": "WORKQUEUE_LOG_LEVEL", "value": "DEBUG"} in container["env"]

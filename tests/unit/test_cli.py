@@ -26,12 +26,18 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     (["work", "--broker-url", "kafka://x:1", "--", "true"], "use redis://HOST:PORT/0"),
     (["status"], "no broker given: set WORKQUEUE_BROKER_URL"),
     (["purge", "--broker-url", "redis://x:1/0"], "add --yes"),
+    (["status", "--bogus"], "unrecognized arguments: --bogus (see workqueue --help)"),
+    # One process per worker: a hundred thousand once brought a machine down
+    (["run-local", "--tasks", "t.txt", "--parallelism", "100000", "--", "true"],
+     "100000 worker processes on a machine with"),
 ])
 def test_bad_flags_exit_2_with_one_clear_line(args, message):
     result = run(*args, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    # The problem comes first, on the only line: no usage block before it
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 @pytest.mark.parametrize("variable, value, message", [

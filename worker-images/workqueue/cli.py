@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from . import defaults, stopping
 from .broker import Broker, Status
@@ -91,6 +92,19 @@ def _int_at_least(text: str, minimum: int) -> int:
 def positive_int(text: str) -> int:
     """argparse type: a whole number of at least 1, with a message that says so."""
     return _int_at_least(text, 1)
+
+
+def local_parallelism(text: str) -> int:
+    """argparse type for run-local: one process per worker, so at most LOCAL_WORKERS_PER_CPU
+    per CPU of this machine. A hundred thousand once brought a machine to its knees."""
+    value = positive_int(text)
+    limit = defaults.LOCAL_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if value > limit:
+        raise argparse.ArgumentTypeError(
+            f"{value} worker processes on a machine with {os.cpu_count() or 1} CPUs: use at "
+            f"most {limit} ({defaults.LOCAL_WORKERS_PER_CPU} per CPU), or run the chart on a "
+            "cluster for more")
+    return value
 
 
 def whole_number(text: str) -> int:
@@ -231,9 +245,17 @@ def _retry_round_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
     _tunable(parser, "--retry-dead-round", whole_number, 0, help_text)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A bad flag gets one line: the problem first, then where the help is, not the usage
+    block before it (its subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by tests to list the subcommands)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="workqueue", description="Reliable work queues on Redis or RabbitMQ.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -291,8 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_args(p, url_required=False)
     _worker_args(p)
     p.add_argument("--tasks", required=True, help="task file (text or .jsonl)")
-    p.add_argument("--parallelism", type=positive_int, default=2,
-                   help="worker processes at once (default %(default)s)")
+    p.add_argument("--parallelism", type=local_parallelism, default=2,
+                   help="worker processes at once (default %(default)s; at most "
+                        f"{defaults.LOCAL_WORKERS_PER_CPU} per CPU)")
     p.add_argument("--verbose", action="store_true", help="show each worker's log lines")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
 
@@ -413,7 +436,7 @@ class EnvSettings:
     checks them (the Python API's run_worker uses these)."""
 
     def __init__(self) -> None:
-        parser = argparse.ArgumentParser(prog="workqueue")
+        parser = OneLineErrors(prog="workqueue")
         _connection_args(parser)
         _worker_args(parser)
         self.args = parser.parse_args([])

@@ -63,3 +63,7 @@ reference instead."""
 
 QUEUE_NAME = "tasks"
 """Queue name used when none is given; the chart passes the release's name."""
+
+LOCAL_WORKERS_PER_CPU = 8
+"""run-local's bound on --parallelism, per CPU: its workers are processes of this machine, and
+they mostly wait on their commands, so a few per CPU keep it busy without crowding it out."""

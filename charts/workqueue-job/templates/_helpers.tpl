@@ -129,7 +129,24 @@ app.kubernetes.io/managed-by: {{ .context.Release.Service }}
 
 {{/* Runtime image; the tag defaults to the chart's appVersion. */}}
 {{- define "workqueue-job.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "workqueue-job.imageRef" (dict "where" "image" "repository" .Values.image.repository "tag" (default .Chart.AppVersion .Values.image.tag)) }}
+{{- end }}
+
+{{/*
+"repository:tag", quoted, once both are what a kubelet can pull (the distribution reference
+grammar): a bad one would leave its pods in InvalidImageName for good, which no
+podFailurePolicy rule ends, so it is refused at render with one line.
+*/}}
+{{- define "workqueue-job.imageRef" -}}
+{{- $host := "([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(\\.([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(:[0-9]+)?/" }}
+{{- $path := "[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*" }}
+{{- if not (regexMatch (printf "^(%s)?%s(/%s)*$" $host $path $path) (toString .repository)) }}
+{{- fail (printf "%s.repository %q is not an image name a cluster can pull: lowercase letters, digits, '.', '_', '-' and '/', after an optional registry host[:port]/ (e.g. registry.example/team/render)" .where (toString .repository)) }}
+{{- end }}
+{{- if not (regexMatch "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$" (toString .tag)) }}
+{{- fail (printf "%s.tag %q is not an image tag: up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-' (e.g. 1.2.0)" .where (toString .tag)) }}
+{{- end }}
+{{- printf "%s:%s" .repository (toString .tag) | quote }}
 {{- end }}
 
 {{/* Number of tasks: the inline list, or tasksFrom.count. */}}

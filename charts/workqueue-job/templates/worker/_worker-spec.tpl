@@ -112,6 +112,9 @@ template:
           - "--handler"
           - {{ $w.handler | quote }}
           {{- else }}
+          {{- if not $w.command }}
+          {{- fail "worker.command is empty: set the program run once per task (e.g. --set-json 'worker.command=[\"sh\",\"-c\",\"./process-one.sh\"]'), or worker.handler" }}
+          {{- end }}
           - "--"
           {{- range $w.command }}
           - {{ . | quote }}
@@ -146,6 +149,11 @@ template:
           {{- end }}
           - name: WORKQUEUE_GRACE_SECONDS
             value: {{ max 1 (sub (int $w.terminationGracePeriodSeconds) 10) | quote }}
+          {{- range $w.env }}
+          {{- if and (hasPrefix "WORKQUEUE_" .name) (ne .name "WORKQUEUE_LOG_LEVEL") }}
+          {{- fail (printf "worker.env sets %s, which the chart sets from its values (a second entry would point workers elsewhere than the seeder, or override their limits): remove it and set the matching value (values.yaml); only WORKQUEUE_LOG_LEVEL may be set here" .name) }}
+          {{- end }}
+          {{- end }}
           {{- with $w.env }}
           {{- toYaml . | nindent 10 }}
           {{- end }}
