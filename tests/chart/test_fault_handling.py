@@ -122,17 +122,20 @@ def test_persistence_off_is_an_emptydir():
     assert volumes["data"] == {"name": "data", "emptyDir": {}}
 
 
-def test_a_drain_waits_for_the_bundled_broker():
-    objects = by_kind_name(render_chart())
+def test_a_drain_waits_for_the_bundled_broker_only_when_asked():
+    # Off by default: a PDB that never lets go blocks every drain of the node for the
+    # release's life, while an evicted broker with persistence costs a pause
+    assert not [o for o in render_chart() if o["kind"] == "PodDisruptionBudget"]
+    on = {"broker": {"podDisruptionBudget": {"enabled": True}}}
+    objects = by_kind_name(render_chart(on))
     pdb = objects[("PodDisruptionBudget", "demo-workqueue-job-broker")]
     assert pdb["spec"]["maxUnavailable"] == 0
     pod_labels = objects[BROKER]["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     external = render_chart({"broker": {"external": {"enabled": True, "host": "redis.example"},
-                                        "auth": {"existingSecret": "s"}}})
+                                        "auth": {"existingSecret": "s"},
+                                        "podDisruptionBudget": {"enabled": True}}})
     assert not [o for o in external if o["kind"] == "PodDisruptionBudget"]
-    off = render_chart({"broker": {"podDisruptionBudget": {"enabled": False}}})
-    assert not [o for o in off if o["kind"] == "PodDisruptionBudget"]
 
 
 def test_redis_is_capped_below_its_container_limit():

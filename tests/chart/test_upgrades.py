@@ -118,7 +118,7 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("broker.nodeSelector", {"pool": "brokers"}, {}),
     ("broker.tolerations", TOLERATIONS, {}),
     ("broker.affinity", NODE_AFFINITY, {}),
-    ("broker.podDisruptionBudget.enabled", False, {}),
+    ("broker.podDisruptionBudget.enabled", True, {}),
     ("worker.command", ["sh", "-c", "render $WORKQUEUE_PAYLOAD"], {}),
     ("worker.handler", "frames.render:one", {}),
     ("worker.parallelism", 8, {}),
