@@ -13,7 +13,8 @@ python=${PYTHON:-.venv/bin/python}
 [ -x "$python" ] || python=python3
 
 command -v docker >/dev/null || { echo "images: docker not found; install Docker (Debian: apt-get install docker.io)" >&2; exit 1; }
-rm -rf dist/wheels
+# build/ is setuptools' scratch space: one left by an interrupted build fails the next.
+rm -rf dist/wheels build
 echo "images: building wheels into dist/wheels"
 # pip resolves for the host's Python; the image's may be older. redis wants async-timeout below
 # Python 3.11.3 (Debian bookworm ships 3.11.2), so its wheel goes in too; unused, it is ignored.

@@ -12,10 +12,13 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from cli_workers import Workers, wait_until
 from conftest import broker_env, kind_of, write_tasks
 from workqueue import seed
-from workqueue.errors import EXIT_OK, EXIT_STATE_LOST, EXIT_STOPPED
+from workqueue.brokers.rabbitmq import RabbitMQBroker, connection
+from workqueue.errors import EXIT_OK, EXIT_STATE_LOST, EXIT_STOPPED, BrokerAuthError
 
 SLOW = ("sh", "-c", "sleep 0.1")
 
@@ -106,3 +109,15 @@ def test_a_stop_while_the_broker_is_away_ends_in_seconds(broker, server_for, tmp
         assert "Traceback" not in workers.text()
     finally:
         server.start()
+
+
+def test_a_vhost_denied_past_a_nodes_boot_is_a_settings_error(rabbitmq_server, monkeypatch):
+    # A booting node denies its vhosts until it has recovered them, so a denial is waited out
+    # for a while (a pod beside a restarting broker once failed its Job here, exit 2); one that
+    # lasts is a wrong vhost, and says so.
+    monkeypatch.setattr(connection, "VHOST_RECOVERY_SECONDS", 1.0)
+    url = rabbitmq_server.url.rsplit("/", 1)[0] + "/no-such-vhost"
+    started = time.monotonic()
+    with pytest.raises(BrokerAuthError, match="denied access to vhost 'no-such-vhost'"):
+        RabbitMQBroker(url, "q", rabbitmq_server.password, connect_timeout=30)
+    assert 1.0 <= time.monotonic() - started < 20

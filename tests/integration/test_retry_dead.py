@@ -5,6 +5,7 @@ attempts while everything done stays done. Real servers, every shipped version."
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 
@@ -102,15 +103,18 @@ def test_a_task_past_its_timeout_is_stopped_with_its_children(redis_broker, serv
            "WORKQUEUE_TASK_TIMEOUT": "1"}
     write_tasks(tmp_path / "t.txt", 1)
     assert cli("seed", "--tasks", str(tmp_path / "t.txt"), env=env).returncode == 0
+    # A duration of this test's own: the same test on another broker version may run in
+    # another test process at this moment, with sleeps that pgrep would find
+    sleep = f"sleep 31.{secrets.randbelow(10**6):06d}"
     started = time.monotonic()
-    worked = cli("work", "--", "sh", "-c", "sleep 31.7 & sleep 31.7", env=env, timeout=60)
+    worked = cli("work", "--", "sh", "-c", f"{sleep} & {sleep}", env=env, timeout=60)
     # Then each attempt ends after about a second, and the task is dead-lettered with why
     assert worked.returncode == EXIT_DEAD, worked.stderr
     assert time.monotonic() - started < 20
     [dead] = redis_broker.dead_items(5)
     assert dead.attempts == 2 and "timed out after 1s" in dead.error
     # And nothing of the command's process group is left running
-    left = subprocess.run(["pgrep", "-f", "sleep 31.7"], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-f", sleep], capture_output=True, text=True)
     assert left.stdout == "", left.stdout
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
@@ -65,6 +66,10 @@ def is_link_error(exc: BaseException) -> bool:
     return isinstance(exc, LINK_ERRORS) and not isinstance(exc, amqp.ConnectionBlockedTimeout)
 
 
+VHOST_RECOVERY_SECONDS = 30.0
+"""How long a denied vhost is taken for one a booting node has not recovered yet."""
+
+
 class Link:
     """One connection and channel to ``server``, opened on first use and again after a drop.
 
@@ -80,6 +85,7 @@ class Link:
         self.on_open, self.on_lost = on_open, on_lost
         self.connection: pika.BlockingConnection | None = None
         self.channel: BlockingChannel | None = None
+        self.denied_since: float | None = None
 
     def connect(self, timeout: float) -> None:
         """Open the first connection, waiting up to ``timeout`` seconds for the broker (pods
@@ -95,6 +101,14 @@ class Link:
                 "WORKQUEUE_BROKER_PASSWORD(_FILE) (in the chart, the broker Secret)"
             ) from exc
         except amqp.ProbableAccessDeniedError as exc:
+            # A node that is booting takes connections before it has recovered its vhosts,
+            # and denies them meanwhile: a pod started beside a restarting broker must wait,
+            # not fail its Job. Past VHOST_RECOVERY_SECONDS the denial is taken as meant.
+            now = time.monotonic()
+            self.denied_since = self.denied_since or now
+            if now - self.denied_since < VHOST_RECOVERY_SECONDS:
+                raise amqp.AMQPConnectionError(
+                    f"vhost {self.params.virtual_host!r} not open yet") from exc
             raise BrokerAuthError(
                 f"{self.server} denied access to vhost {self.params.virtual_host!r}: grant "
                 "the user permissions there or fix the vhost in the URL"
