@@ -11,8 +11,8 @@ CHART := charts/workqueue-job
 
 PYTEST_WORKERS ?= 2
 CHECK_WORKERS ?= 4
-# Test processes. Each starts its own broker servers (tests/conftest.py); tests that share one
-# Docker engine are grouped onto one process (xdist_group "docker"). make test runs one per
+# Test processes. Each starts its own broker servers (tests/conftest.py); tests that start
+# dockerd or build the image take turns (tests/docker_engine.py docker_lock). make test runs one per
 # core: at four, tests that time real work (10,000 tasks drained, restarts under load) ran
 # past their bounds on 2 cores (docs/testing.md). The chart and unit tests only compute, so
 # make check runs four.
@@ -33,10 +33,10 @@ lint: setup ## ruff, and helm lint --strict with helm 4 and helm 3
 	else echo "lint: no chart yet; skipping helm lint"; fi
 
 check: setup lint ## The inner loop while editing: lint, unit and chart tests but the slow ones (under 2 min)
-	$(PYTEST) -q -n $(CHECK_WORKERS) --dist loadgroup -m "not slow" tests/unit tests/chart
+	$(PYTEST) -q -n $(CHECK_WORKERS) -m "not slow" tests/unit tests/chart
 
 test: setup lint ## Lint, then every test that runs here (not e2e), in parallel processes
-	$(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests --ignore=tests/e2e
+	$(PYTEST) -q -n $(PYTEST_WORKERS) tests --ignore=tests/e2e
 
 test-unit: setup ## Only the fast tests (no broker servers)
 	$(PYTEST) -q tests/unit

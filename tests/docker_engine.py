@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 START_TIMEOUT = 60.0
 BASE_IMAGE = "workqueue-test-base:bookworm"
 """Debian bookworm with python3, built by debootstrap: no registry can be reached from here."""
+
+
+@contextlib.contextmanager
+def docker_lock() -> Iterator[None]:
+    """One test process at a time starts dockerd or builds an image: make test runs several,
+    and two image builds in one checkout delete each other's dist/wheels."""
+    with open(Path(tempfile.gettempdir()) / "workqueue-docker.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def docker(*args: str, check: bool = True, timeout: float = 600,

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import VERSIONS, unique_queue
-from docker_engine import docker, ensure_base_image, ensure_engine
+from docker_engine import docker, docker_lock, ensure_base_image, ensure_engine
 
-# One test process builds the image and starts dockerd if need be (make test runs several).
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("docker")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = f"workqueue-job:smoke-{secrets.token_hex(3)}"
@@ -27,13 +26,14 @@ TASKS = [f"frame-{i:03d}" for i in range(40)] + ["frame-000", "with space", "quo
 
 @pytest.fixture(scope="module")
 def image():
-    reason = ensure_engine()
-    if reason:
-        pytest.skip(f"Docker engine unavailable: {reason}")
-    base = ensure_base_image()
-    build = subprocess.run([str(ROOT / "scripts" / "build-image.sh"), TAG,
-                            "--build-arg", f"BASE_IMAGE={base}"],
-                           capture_output=True, text=True, timeout=1200)
+    with docker_lock():
+        reason = ensure_engine()
+        if reason:
+            pytest.skip(f"Docker engine unavailable: {reason}")
+        base = ensure_base_image()
+        build = subprocess.run([str(ROOT / "scripts" / "build-image.sh"), TAG,
+                                "--build-arg", f"BASE_IMAGE={base}"],
+                               capture_output=True, text=True, timeout=1200)
     assert build.returncode == 0, build.stdout + build.stderr
     yield TAG
     docker("image", "rm", "--force", TAG, check=False)
@@ -96,12 +96,13 @@ def test_seed_then_two_workers_drain_the_queue(image, broker_version, server_for
 
 
 def test_a_base_image_that_cannot_be_had_is_one_line_naming_base_image():
-    reason = ensure_engine()
-    if reason:
-        pytest.skip(f"Docker engine unavailable: {reason}")
-    build = subprocess.run([str(ROOT / "scripts" / "build-image.sh"), TAG + "-nobase"],
-                           capture_output=True, text=True, timeout=600,
-                           env={**os.environ, "BASE_IMAGE": "no-such-base-image:0"})
+    with docker_lock():
+        reason = ensure_engine()
+        if reason:
+            pytest.skip(f"Docker engine unavailable: {reason}")
+        build = subprocess.run([str(ROOT / "scripts" / "build-image.sh"), TAG + "-nobase"],
+                               capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "BASE_IMAGE": "no-such-base-image:0"})
     assert build.returncode == 1
     assert build.stderr.strip().splitlines()[-1].startswith(
         "images: error: cannot get the base image no-such-base-image:0")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from docker_engine import docker_lock
 from workqueue.cli import build_parser
 
 
@@ -87,7 +88,6 @@ def test_every_exit_code_is_in_the_help_and_the_readme():
         assert row.chart.split(" ")[0].lower() in rows[str(row.code)].lower()
 
 
-@pytest.mark.xdist_group("docker")  # `make e2e` may start dockerd, as the image tests do
 def test_make_help_lists_every_target_and_e2e_skips_without_an_error():
     root = Path(__file__).resolve().parents[2]
     targets = subprocess.run(["make", "-s", "help"], cwd=root, capture_output=True, text=True,
@@ -96,8 +96,9 @@ def test_make_help_lists_every_target_and_e2e_skips_without_an_error():
         assert f"make {target} " in targets
     # No kind and no cluster: the suite skips itself, and make says nothing of an error.
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/tmp"}
-    e2e = subprocess.run(["make", "e2e"], cwd=root, capture_output=True, text=True, timeout=300,
-                         env=env)
+    with docker_lock():  # `make e2e` may start dockerd, as the image tests do
+        e2e = subprocess.run(["make", "e2e"], cwd=root, capture_output=True, text=True,
+                             timeout=300, env=env)
     assert e2e.returncode == 0, e2e.stdout + e2e.stderr
     # One line, saying why and what to do
     assert e2e.stdout.startswith("e2e: skipped: kind not found: install it"), e2e.stdout
