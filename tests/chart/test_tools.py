@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e_api import wq_function
 from render import CHART, by_kind_name, helm, render_chart
 
 TOOLS = ("CronJob", "demo-workqueue-job-tools")
@@ -17,13 +18,6 @@ def _notes(*flags: str) -> str:
     out = helm("helm4", "install", "demo", str(CHART), "--dry-run=client", *flags)
     assert out.returncode == 0, out.stderr
     return out.stdout.split("NOTES:", 1)[1]
-
-
-def _wq_function(notes: str) -> str:
-    lines = notes.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("wq() {"))
-    end = next(i for i in range(start, len(lines)) if lines[i].rstrip().endswith("}"))
-    return "\n".join(lines[start:end + 1])
 
 
 @pytest.mark.parametrize("mode", ["fine", "coarse"])
@@ -78,7 +72,7 @@ def _fake_kubectl(folder: Path, exec_status: int) -> Path:
 def test_the_notes_wq_function_runs_a_command_in_a_tools_pod_and_removes_it(tmp_path,
                                                                            exec_status):
     log = _fake_kubectl(tmp_path, exec_status)
-    function = _wq_function(_notes())
+    function = wq_function(_notes())
     out = subprocess.run(["bash", "-c", f"{function}\nwq report --format csv"],
                          capture_output=True, text=True, timeout=30,
                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
@@ -97,7 +91,7 @@ def test_without_tools_the_notes_exec_into_a_running_worker(tmp_path):
     log = _fake_kubectl(tmp_path, 0)
     notes = _notes("--set", "tools.enabled=false")
     assert "tools.enabled=true" in notes
-    out = subprocess.run(["bash", "-c", f"{_wq_function(notes)}\nwq status"],
+    out = subprocess.run(["bash", "-c", f"{wq_function(notes)}\nwq status"],
                          capture_output=True, text=True, timeout=30,
                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert out.returncode == 0, out.stderr
