@@ -36,7 +36,7 @@ check: setup lint ## The inner loop while editing: lint, unit and chart tests bu
 	$(PYTEST) -q -n $(CHECK_WORKERS) -m "not slow" tests/unit tests/chart
 
 test: setup lint ## Lint, then every test that runs here (not e2e), in parallel processes
-	$(PYTEST) -q -n $(PYTEST_WORKERS) tests --ignore=tests/e2e
+	$(PYTEST) -q -n $(PYTEST_WORKERS) --durations=40 --durations-min=10 tests --ignore=tests/e2e
 
 test-unit: setup ## Only the fast tests (no broker servers)
 	$(PYTEST) -q tests/unit
