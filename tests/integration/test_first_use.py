@@ -295,3 +295,66 @@ def test_work_calls_a_python_handler(redis_broker, server_for, tmp_path):
     missing = cli("work", "--handler", "nosuchmodule:handle",
                   env=broker_env(redis_broker, server_for))
     assert missing.returncode == EXIT_CONFIG and "cannot import 'nosuchmodule'" in missing.stderr
+
+
+def test_ctrl_c_in_a_terminal_stops_run_local_and_its_redis_in_seconds(tmp_path):
+    """A terminal sends Ctrl-C's SIGINT to its whole foreground process group, not to one pid:
+    run-local leads a group here, as a shell job does, and the signal goes to that group."""
+    # Given run-local, its private Redis and four workers busy on slow tasks
+    write_tasks(tmp_path / "t.txt", 40)
+    proc = subprocess.Popen([*WORKQUEUE, "run-local", "--tasks", str(tmp_path / "t.txt"),
+                             "--parallelism", "4", "--grace-seconds", "2", "--", "sleep", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            tasks = [p for p in _descendants_and_redis(proc) if _cmdline(p)[:1] == ["sleep"]]
+            if len(tasks) == 4:
+                break
+            time.sleep(0.1)
+        family = _descendants_and_redis(proc)
+        assert any("redis-server" in p.name() for p in family)
+        # When Ctrl-C is pressed: SIGINT to the whole foreground process group
+        os.killpg(proc.pid, signal.SIGINT)
+        pressed = time.monotonic()
+        _out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - pressed
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # Then it stops within the grace period and a little more, saying only what happened
+    assert proc.returncode == 130, err
+    assert took < 10, f"took {took:.1f}s: {err}"
+    assert err.count("interrupted") == 1, err
+    assert "stopped 4 workers; 4 gave back what they had not finished" in err, err
+    assert "Traceback" not in err and "lost the connection" not in err, err
+    _gone, alive = psutil.wait_procs(family, timeout=10)
+    assert not alive, [_cmdline(p) for p in alive]
+    assert not list(tmp_path.glob("workqueue-redis-*")), "the private Redis folder is left"
+
+
+def test_workers_and_redis_end_when_run_local_is_killed(tmp_path):
+    """The issue's OOM kill of run-local left 141 workers retrying a dead Redis."""
+    # Given run-local with its private Redis and two workers busy
+    write_tasks(tmp_path / "t.txt", 20)
+    proc = subprocess.Popen([*WORKQUEUE, "run-local", "--tasks", str(tmp_path / "t.txt"),
+                             "--parallelism", "2", "--grace-seconds", "1", "--", "sleep", "30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        family = _descendants_and_redis(proc)
+        if len([p for p in family if _cmdline(p)[:1] == ["sleep"]]) == 2:
+            break
+        time.sleep(0.1)
+    assert any("redis-server" in p.name() for p in family)
+    # When run-local is SIGKILLed, as the OOM killer does
+    proc.kill()
+    proc.wait()
+    # Then the workers, their tasks and the server end within the grace period and a margin
+    _gone, alive = psutil.wait_procs(family, timeout=15)
+    for leftover in alive:
+        leftover.kill()
+    assert not alive, [_cmdline(p) for p in alive]

@@ -513,7 +513,8 @@ def cmd_run_local(args: argparse.Namespace) -> int:
                    str(args.retry_delay), "--retry-delay-max", str(args.retry_delay_max)]
     run = LocalRun(tasks=args.tasks, command=_command(args), parallelism=args.parallelism,
                    mode=args.mode, queue=args.queue, worker_args=worker_args,
-                   fail_on_dead=args.on_dead == "fail", verbose=args.verbose)
+                   fail_on_dead=args.on_dead == "fail", grace_seconds=args.grace_seconds,
+                   verbose=args.verbose)
     CommandHandler(run.command)
     return run_local(run, args.broker_url, password_from_env())
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import defaults
+from . import defaults, tethered
 from .broker import Broker
 from .brokers import connect
 from .errors import (
@@ -32,6 +32,8 @@ from .taskfile import source_files
 
 CLI = [sys.executable, "-m", "workqueue"]
 """The workqueue command, run with this interpreter."""
+STOP_MARGIN_SECONDS = 10.0
+"""After the grace period, how long a stopped worker has to give its leases back."""
 BACKOFF_LIMIT = 6
 """Failed worker processes replaced before run-local gives up, as a Job's backoffLimit."""
 
@@ -82,7 +84,7 @@ class LocalRedis:
         # The password goes in a file, not on the command line where `ps` would show it.
         (self.dir / "redis.conf").write_text(f"requirepass {self.password}\n")
         self.process = subprocess.Popen(self.server_argv(self.dir), stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.DEVNULL, **tethered.popen_options())
         wait_for_port(self.process, self.port, 20, f"redis-server (log: {self.dir}/redis.log)")
         return self
 
@@ -137,6 +139,7 @@ class LocalRun:
     queue: str
     worker_args: Sequence[str]
     fail_on_dead: bool
+    grace_seconds: float = defaults.GRACE_SECONDS
     verbose: bool = False
 
 
@@ -201,12 +204,13 @@ def run_local(run: LocalRun, broker_url: str | None, password: str | None) -> in
                    "WORKQUEUE_QUEUE": run.queue, "WORKQUEUE_BROKER_PASSWORD": password or "",
                    "WORKQUEUE_LOG_LEVEL": "INFO" if run.verbose else "WARNING"}
             worker = [*CLI, "work", "--mode", run.mode, *run.worker_args, "--", *run.command]
-            job = _LocalJob(worker, env, run.parallelism, completions=None, signals=signals)
+            job = _LocalJob(worker, env, run.parallelism, completions=None, signals=signals,
+                            grace_seconds=run.grace_seconds)
             return _run(run, job, password, hint=local is None)
         except _Interrupted:
-            stopped = job.stop_all() if job else 0
-            print(f"run-local: interrupted; stopped {plural(stopped, 'worker')}, which gave "
-                  "their unstarted tasks back", file=sys.stderr)
+            stopped = job.stop_all() if job else _Stopped()
+            print(f"run-local: interrupted; {stopped.summary(private=local is not None)}",
+                  file=sys.stderr)
             return EXIT_INTERRUPTED if signals.received == signal.SIGINT else EXIT_STOPPED
         finally:
             if local:
@@ -244,8 +248,9 @@ class _LocalJob:
     """Keeps ``parallelism`` worker processes running the way the Job controller does."""
 
     def __init__(self, argv: list[str], env: dict[str, str], parallelism: int,
-                 completions: int | None, signals: _Signals) -> None:
+                 completions: int | None, signals: _Signals, grace_seconds: float) -> None:
         self.argv, self.env, self.signals = argv, env, signals
+        self.grace_seconds = grace_seconds
         self.parallelism, self.completions = parallelism, completions
         self.running: list[subprocess.Popen[bytes]] = []
         self.succeeded = self.failed = 0
@@ -260,10 +265,8 @@ class _LocalJob:
         last = 0.0
         while True:
             while len(self.running) < self.parallelism and self._want_more():
-                # A session of its own: Ctrl-C reaches run-local, which stops the workers
-                # with SIGTERM so that they give their leases back.
                 self.running.append(subprocess.Popen(self.argv, env=self.env,
-                                                     start_new_session=True))
+                                                     **tethered.popen_options()))
             for proc in list(self.running):
                 code = proc.poll()
                 if code is None:
@@ -289,15 +292,50 @@ class _LocalJob:
             self.signals.check()
             time.sleep(0.1)
 
-    def stop_all(self) -> int:
-        """SIGTERM every running worker and wait for it; returns how many there were."""
+    def stop_all(self) -> _Stopped:
+        """SIGTERM every running worker at once and wait for them together: each has the grace
+        period for its running task, a little more to give its leases back, then SIGKILL."""
         for proc in self.running:
             proc.terminate()
+        deadline = time.monotonic() + self.grace_seconds + STOP_MARGIN_SECONDS
+        while any(proc.poll() is None for proc in self.running) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped = _Stopped()
         for proc in self.running:
-            try:
-                proc.wait(defaults.GRACE_SECONDS + 10)
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        stopped, self.running = len(self.running), []
+                stopped.killed += 1
+            elif proc.returncode in (EXIT_OK, EXIT_STOPPED):
+                stopped.clean += 1
+            else:
+                stopped.failed += 1
+        self.running = []
         return stopped
+
+
+@dataclass
+class _Stopped:
+    """How the workers running at an interrupt ended."""
+
+    clean: int = 0
+    """Exited 143 (or 0): their running tasks ended or were given back, none left leased."""
+    killed: int = 0
+    """Still running past the grace period: SIGKILLed, their leases left to run out."""
+    failed: int = 0
+    """Exited with another code (a broker error, say): what they held is not known."""
+
+    def summary(self, private: bool) -> str:
+        """One line that says only what happened."""
+        total = self.clean + self.killed + self.failed
+        parts = [f"stopped {plural(total, 'worker')}" if total else "no worker was running"]
+        if self.clean:
+            parts.append(f"{self.clean} gave back what they had not finished")
+        if self.killed:
+            parts.append(f"{self.killed} did not stop within the grace period and were killed; "
+                         "their tasks go back to the queue when their leases run out")
+        if self.failed:
+            parts.append(f"{self.failed} exited with an error (see above)")
+        if private:
+            parts.append("the private redis-server and its queue are removed")
+        return "; ".join(parts)
