@@ -4,6 +4,7 @@ processes started, restarted and counted the way a Kubernetes Job would."""
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -38,11 +39,36 @@ BACKOFF_LIMIT = 6
 """Failed worker processes replaced before run-local gives up, as a Job's backoffLimit."""
 
 
+LISTEN_PORTS_FROM = 15000
+"""Lowest port a private server is given; they are drawn from here up to the kernel's
+ephemeral range."""
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
+    """A TCP port on loopback that was free a moment ago, below the kernel's ephemeral range:
+    a port from that range can be taken as the local end of any outgoing connection while its
+    server restarts, and the server then cannot listen again (a RabbitMQ node restarted
+    mid-test exited at start that way while another test process made connections)."""
+    pick = random.SystemRandom()
+    for _ in range(100):
+        port = pick.randrange(LISTEN_PORTS_FROM, _ephemeral_start())
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_for_port(process: subprocess.Popen[bytes], port: int, timeout: float, what: str) -> None:
