@@ -111,9 +111,16 @@ def unique_queue() -> str:
     return f"test-{secrets.token_hex(4)}"
 
 
+TEST_OUTAGE_SECONDS = 120.0
+"""How long a test's own broker rides out its server being away: past any restart a test makes
+(a RabbitMQ boot is bounded at 90 s, tests/servers.py), and far short of the product's 900 s,
+which a server that never came back once cost as one fixture teardown in CI."""
+
+
 def own_queue(broker_class: type[B], server: RootRedis | RabbitNode) -> Iterator[B]:
     """A broker on a queue of the test's own, purged afterwards."""
-    broker = broker_class(server.url, unique_queue(), server.password, connect_timeout=10)
+    broker = broker_class(server.url, unique_queue(), server.password, connect_timeout=10,
+                          outage_seconds=TEST_OUTAGE_SECONDS)
     yield broker
     broker.purge()
     broker.close()
