@@ -50,9 +50,9 @@ def free_port() -> int:
     a port from that range can be taken as the local end of any outgoing connection while its
     server restarts, and the server then cannot listen again (a RabbitMQ node restarted
     mid-test exited at start that way while another test process made connections)."""
-    pick = random.SystemRandom()
+    pick, below = random.SystemRandom(), _ephemeral_start()
     for _ in range(100):
-        port = pick.randrange(LISTEN_PORTS_FROM, _ephemeral_start())
+        port = pick.randrange(LISTEN_PORTS_FROM, below)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

@@ -10,6 +10,7 @@ left retrying a server that is gone. Elsewhere that last guarantee is missing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -28,9 +29,15 @@ def popen_options() -> dict[str, Any]:
     return options
 
 
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    """libc's prctl, looked up once: run-local starts a worker per task in coarse mode."""
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _end_with(parent: int) -> Callable[[], None]:
-    # Loaded before the fork: the child, between fork and exec, only calls it.
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    # Looked up before the fork: the child, between fork and exec, only calls it.
+    prctl = _prctl()
 
     def tether() -> None:
         prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
