@@ -297,6 +297,17 @@ def test_work_calls_a_python_handler(redis_broker, server_for, tmp_path):
     assert missing.returncode == EXIT_CONFIG and "cannot import 'nosuchmodule'" in missing.stderr
 
 
+def _busy(proc: subprocess.Popen, tasks: int) -> list[psutil.Process]:
+    """run-local's processes once ``tasks`` of its `sleep` tasks run (or after 30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        family = _descendants_and_redis(proc)
+        running = [p for p in family if _cmdline(p)[:1] == ["sleep"]]
+        if len(running) == tasks or time.monotonic() > deadline:
+            return family
+        time.sleep(0.1)
+
+
 def test_ctrl_c_in_a_terminal_stops_run_local_and_its_redis_in_seconds(tmp_path):
     """A terminal sends Ctrl-C's SIGINT to its whole foreground process group, not to one pid:
     run-local leads a group here, as a shell job does, and the signal goes to that group."""
@@ -307,13 +318,7 @@ def test_ctrl_c_in_a_terminal_stops_run_local_and_its_redis_in_seconds(tmp_path)
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TMPDIR": str(tmp_path)}, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            tasks = [p for p in _descendants_and_redis(proc) if _cmdline(p)[:1] == ["sleep"]]
-            if len(tasks) == 4:
-                break
-            time.sleep(0.1)
-        family = _descendants_and_redis(proc)
+        family = _busy(proc, 4)
         assert any("redis-server" in p.name() for p in family)
         # When Ctrl-C is pressed: SIGINT to the whole foreground process group
         os.killpg(proc.pid, signal.SIGINT)
@@ -343,12 +348,7 @@ def test_workers_and_redis_end_when_run_local_is_killed(tmp_path):
                              "--parallelism", "2", "--grace-seconds", "1", "--", "sleep", "30"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "TMPDIR": str(tmp_path)})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        family = _descendants_and_redis(proc)
-        if len([p for p in family if _cmdline(p)[:1] == ["sleep"]]) == 2:
-            break
-        time.sleep(0.1)
+    family = _busy(proc, 2)
     assert any("redis-server" in p.name() for p in family)
     # When run-local is SIGKILLed, as the OOM killer does
     proc.kill()
