@@ -60,6 +60,8 @@ class RabbitConsumer(Consumer):
         """Delivery tags the current subscription brought (some may be settled since)."""
         self.isolated: set[int] = set()
         """Delivery tags taken from the `isolated` queue (each run alone)."""
+        self.fetched_alone: set[int] = set()
+        """Delivery tags taken from `tasks` by basic.get, one at a time: each runs alone."""
         self.next_isolated_check = 0.0
         self.tag: str | None = None
         self.window = 0
@@ -77,6 +79,7 @@ class RabbitConsumer(Consumer):
         self.unacked.clear()
         self.in_window.clear()
         self.isolated.clear()
+        self.fetched_alone.clear()
         self.next_isolated_check = 0.0
         self.tag = None
         self.window = 0
@@ -144,6 +147,7 @@ class RabbitConsumer(Consumer):
         self.link.channel.basic_ack(tag)
         self.unacked.discard(tag)
         self.isolated.discard(tag)
+        self.fetched_alone.discard(tag)
 
     def fetch(self, count: int) -> Fetch:
         if self.cancelled_by_server:
@@ -161,6 +165,7 @@ class RabbitConsumer(Consumer):
             if method is not None:
                 self.buffer.append((method.delivery_tag, props, body))
                 self.unacked.add(method.delivery_tag)
+                self.fetched_alone.add(method.delivery_tag)
         elif not self.buffer and not self.returned:
             self.link.connection.process_data_events(time_limit=0.2)
         taken = []
@@ -211,15 +216,17 @@ class RabbitConsumer(Consumer):
 
     def _decode(self, raw: tuple[int, pika.BasicProperties, bytes]) -> Delivery | None:
         """A delivery of the `tasks` queue to run, or None if it is not to run in this batch.
-        One that came back from a worker that died (x-delivery-count) is charged if that
-        worker held it alone (basic.get, coarse mode), and isolated otherwise: a worker with
-        a prefetch window runs one task at a time, so only one of those it held had started."""
+        One that came back from a worker that died (x-delivery-count) is charged if it was
+        fetched alone (basic.get, coarse mode), and isolated otherwise: a worker with a
+        prefetch window runs one task at a time, so only one of those it held had started.
+        Whether our subscription is still on says nothing of where a delivery came from:
+        ``close`` decodes the window's leftovers after cancelling it."""
         tag, props, body = raw
         delivery = self._parse(tag, props, body)
         came_back = returns(props.headers or {})
         if delivery is None or not came_back:
             return delivery
-        if self.tag is None:
+        if tag in self.fetched_alone:
             self._charge(delivery, came_back)
         else:
             self._settle(lambda: self._move(delivery, "isolated", delivery.item.attempt))
@@ -301,6 +308,7 @@ class RabbitConsumer(Consumer):
                 # Nothing else unsettled up to `last`: one ack covers the whole batch.
                 self.link.channel.basic_ack(last, multiple=True)
                 self.unacked -= tags
+                self.fetched_alone -= tags
             else:
                 for tag in tags:
                     self._ack(tag)
