@@ -229,17 +229,8 @@ class History:
             consumer.close()
 
 
-DONE_COUNT_FLICKER = ("open bug, found by this test: RabbitMQ's done count (the merged receipts, "
-                      "brokers/rabbitmq/records.py) read 8, 8, 8, 8, then 7 with nothing settled "
-                      "in between, in 4 or 5 of 6 histories on 3.10 and 4.0, with or without "
-                      "crashes in them")
-
-
 @pytest.mark.parametrize("seed_number", HISTORIES)
-def test_counts_add_up_after_a_random_history(request, broker, server_for, tmp_path, seed_number,
-                                              broker_version):
-    if broker_version.startswith("rabbitmq"):
-        request.applymarker(pytest.mark.xfail(reason=DONE_COUNT_FLICKER, strict=False))
+def test_counts_add_up_after_a_random_history(broker, server_for, tmp_path, seed_number):
     # Given a seeded queue and a model of it
     payloads = write_tasks(tmp_path / "tasks.txt", TASKS)
     seed(broker, str(tmp_path / "tasks.txt"))

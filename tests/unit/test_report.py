@@ -6,11 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from dataclasses import replace
 
 import pytest
 
-from workqueue.broker import Status
+from workqueue.broker import Delivery, Status, record_text
+from workqueue.brokers.rabbitmq.records import latest_per_task
+from workqueue.message import Item
 from workqueue.progress import overall_rate, pace, summary_table
 from workqueue.report import FIELDS, TaskRecord, durations, write_csv, write_jsonl
 
@@ -59,3 +62,16 @@ def test_status_adds_pace_and_a_per_outcome_table():
     assert "sample of 2 of the 40 settled" in table
     assert [line.split()[:3] for line in table.splitlines()[2:]] == [
         ["done", "1", "1"], ["dead", "1", "3"]]
+
+
+def test_a_bare_settle_after_a_retry_dead_round_is_the_tasks_latest_record():
+    # Given a task retry-dead put back (its "pending" record is timed), then settled through the
+    # Python API without a record of its run
+    put_back = TaskRecord("00000001", "pending", 0, finished=time.time())
+    delivery = Delivery(Item("00000001", "task-1", 1), handle=1)
+    settled = TaskRecord.decode("00000001", record_text(delivery, "done"))
+    # When the two are merged, in either order (RabbitMQ's report queue is not in time order)
+    for pair in ([put_back, settled], [settled, put_back]):
+        [latest] = latest_per_task(pair)
+        # Then the task is done, with the runs of both
+        assert (latest.outcome, latest.attempts) == ("done", 1)

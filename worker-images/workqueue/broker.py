@@ -8,6 +8,7 @@ with ack (done), fail (retry or dead-letter) or release (given back unstarted).
 from __future__ import annotations
 
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -87,9 +88,11 @@ class Delivery:
 
 
 def record_text(delivery: Delivery, outcome: str) -> str:
-    """The broker's form of ``delivery``'s record; a bare one (outcome and runs) for a delivery
-    settled without one, as callers of the Python API may."""
-    record = delivery.record or TaskRecord(delivery.item.id, outcome, delivery.item.attempt)
+    """The broker's form of ``delivery``'s record; a bare one (outcome, runs, time) for a
+    delivery settled without one, as callers of the Python API may. The time is needed: a
+    task's records are merged newest first (a retry-dead round's "pending" one is timed)."""
+    record = delivery.record or TaskRecord(delivery.item.id, outcome, delivery.item.attempt,
+                                           finished=time.time())
     return record.encode()
 
 
