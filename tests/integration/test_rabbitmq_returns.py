@@ -11,11 +11,15 @@ dead-lettered "after 3 attempts" and the Job failed.
 
 from __future__ import annotations
 
+import time
+
 import pika
+import pytest
 
 from conftest import write_tasks
 from workqueue import seed
 from workqueue.brokers.rabbitmq import RabbitMQBroker
+from workqueue.errors import ConnectionLost
 
 TASKS = 20
 MAX_ATTEMPTS = 2
@@ -53,3 +57,60 @@ def test_a_window_returned_unstarted_is_charged_nothing_when_the_next_worker_sto
     status = rabbitmq_broker.status()
     assert status.dead == 0, rabbitmq_broker.dead_items(TASKS)
     assert status.done + status.pending == TASKS, status
+
+
+LEASE_SECONDS = 2.0
+"""How long a task held alone waits, once back, for its worker to say that it is alive."""
+
+
+def fetch_within(consumer, seconds: float) -> list:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        deliveries = consumer.fetch(1).deliveries
+        if deliveries:
+            return list(deliveries)
+        time.sleep(0.1)
+    return []
+
+
+def test_a_task_held_alone_through_a_lost_connection_is_charged_nothing(
+        rabbitmq_broker, rabbitmq_server, tmp_path):
+    # Given a worker running a task it holds alone (coarse mode), with one attempt allowed
+    write_tasks(tmp_path / "t.txt", 1)
+    seed(rabbitmq_broker, str(tmp_path / "t.txt"))
+    survivor = rabbitmq_broker.consumer("survivor", 1, LEASE_SECONDS, 1)
+    [running] = survivor.fetch(1).deliveries
+    # When the broker drops its connection (a restart, a network fault) and the worker lives on
+    rabbitmq_server.close_connections()
+    time.sleep(0.5)
+    survivor.keep_alive([running])
+    # Then its result cannot be recorded, so the task runs again: after the lease, uncharged
+    with pytest.raises(ConnectionLost):
+        survivor.ack(running)
+    survivor.close()
+    other = rabbitmq_broker.consumer("next", 1, LEASE_SECONDS, 1)
+    [again] = fetch_within(other, LEASE_SECONDS * 5)
+    assert (again.item.id, again.item.attempt) == (running.item.id, 1)
+    other.ack(again)
+    other.close()
+    status = rabbitmq_broker.status()
+    assert (status.done, status.dead) == (1, 0), rabbitmq_broker.dead_items(1)
+
+
+def test_a_task_whose_worker_died_holding_it_alone_is_charged_after_the_lease(
+        rabbitmq_broker, tmp_path):
+    # Given a worker that takes a task alone and dies (its connection closes, nothing said)
+    write_tasks(tmp_path / "t.txt", 1)
+    seed(rabbitmq_broker, str(tmp_path / "t.txt"))
+    connection = pika.BlockingConnection(rabbitmq_broker.params)
+    method, _props, _body = connection.channel().basic_get(rabbitmq_broker.names["tasks"])
+    assert method is not None
+    connection.close()
+    # When the next worker looks, with one attempt allowed
+    other = rabbitmq_broker.consumer("next", 1, LEASE_SECONDS, 1)
+    found = fetch_within(other, LEASE_SECONDS * 5)
+    other.close()
+    # Then the task is dead-lettered, charged the run its worker died in, and never ran again
+    assert found == []
+    [dead] = rabbitmq_broker.dead_items(1)
+    assert dead.attempts == 1 and "its worker died while running it" in dead.error

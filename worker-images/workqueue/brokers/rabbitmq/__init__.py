@@ -13,12 +13,19 @@ Queues, all durable, named ``wq.<queue>.<role>``:
            server moves it to `tasks` when that runs out (at-least-once dead-lettering)
   report   records of settled items, [[id, record], ...] per message: one message per settle,
            published in its transaction, and merged into chunks as the report is read
+  isolated quorum queue of suspects: tasks that came back from a worker that held others too;
+           each runs alone, so that a crash while it runs is charged to it alone
+  suspects quorum queue of tasks that came back from a worker that held them alone: each waits
+           one lease (TTL), then moves to `isolated`, where it is charged the run unless
+  pardons  holds a word from its worker, alive, that only its connection was lost
+           {"id", "token", "at"}
 
 Settling items publishes their receipt and acks the deliveries in one AMQP transaction, so each
 item is counted exactly once, as done or dead. That makes "drained" exact: done + dead == total.
 A retry republishes the item with its attempt count in a header; a worker that dies mid-item drops
-its connection and the server redelivers (x-delivery-count counts those runs), so there is no
-lease to reap.
+its connection and the server redelivers (x-delivery-count counts those returns), so there is no
+lease to reap. A dropped connection looks the same to the server as a dead worker, so a return
+is charged only after the lease, and only if the worker did not vouch for it (`pardons`).
 """
 
 from .broker import RabbitMQBroker

@@ -15,9 +15,15 @@ from ...defaults import CONNECT_TIMEOUT_SECONDS, OUTAGE_SECONDS
 from ...errors import BrokerFull, WorkqueueError
 from ...message import encode, item_id
 from ...report import TaskRecord
-from . import records
+from . import pardons, records
 from .connection import Link, parameters
-from .messages import SAFETY_DELIVERY_LIMIT, dead_item, persistent, queue_names
+from .messages import (
+    SAFETY_DELIVERY_LIMIT,
+    WAITING_ROLES,
+    dead_item,
+    persistent,
+    queue_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,15 @@ class RabbitMQBroker(Broker):
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.names["dead"],
         })
+        # A task that came back from a worker that held it alone waits out one lease here for
+        # that worker's pardon (pardons.py), then moves to `isolated` to be judged and run.
+        channel.queue_declare(self.names["suspects"], durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.names["isolated"],
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        })
         # An expired retry moves to `tasks` exactly as a crash-safe publish would: quorum
         # queues dead-letter at least once (RabbitMQ 3.10+) only with reject-publish overflow.
         channel.queue_declare(self.names["delayed"], durable=True, arguments={
@@ -73,7 +88,7 @@ class RabbitMQBroker(Broker):
         channel.queue_declare(self.names["report"], durable=True,
                               arguments={"x-queue-version": 2})
         for role, name in self.names.items():
-            if role not in ("tasks", "delayed", "report", "isolated"):
+            if role not in ("tasks", "delayed", "report", "isolated", "suspects"):
                 channel.queue_declare(name, durable=True)
 
     def count(self, role: str) -> int:
@@ -175,17 +190,23 @@ class RabbitMQBroker(Broker):
                  max_attempts: int, run_id: str | None = None) -> Consumer:
         from .consumer import RabbitConsumer
 
-        return RabbitConsumer(self, worker_id, prefetch, max_attempts, run_id)
+        return RabbitConsumer(self, worker_id, prefetch, lease_seconds, max_attempts, run_id)
 
     def done_count(self) -> int:
         return self.link.call(lambda channel: records.done_count(
             channel, self.names["done"], f"wq.{self.queue}.count-lock"))
 
+    def redeem_pardons(self, item_id: str, token: str, most: int) -> int:
+        """Take up to ``most`` pardons of copy ``token`` of ``item_id`` (pardons.py)."""
+        return self.link.call(lambda channel: pardons.redeem(
+            channel, self.names["pardons"], f"wq.{self.queue}.pardon-lock", item_id, token,
+            most))
+
     def status(self) -> Status:
         marker = self.peek("seeded")
         cursor = marker or self.peek("seed")
         delayed = self.count("delayed")
-        pending = self.count("tasks") + self.count("isolated") + delayed
+        pending = sum(self.count(role) for role in WAITING_ROLES if role != "delayed") + delayed
         done, dead = self.done_count(), self.count("dead")
         total = marker["total"] if marker else None
         leased = max(total - pending - done - dead, 0) if total is not None else 0

@@ -3,6 +3,8 @@ channel (basic.get at batch 1), settling each batch in one transaction."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import logging
 import time
@@ -13,14 +15,28 @@ from typing import TypeVar
 import pika
 import pika.exceptions as amqp
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
 
 from ...broker import Consumer, Delivery, Fetch, Outcome, record_text
 from ...errors import ConnectionLost, OtherRun, other_run_message
 from ...message import Item, MalformedItem, decode, encode, task_text
 from ...report import TaskRecord
+from . import pardons
 from .broker import RabbitMQBroker
 from .connection import Link, is_link_error
-from .messages import ATTEMPT_HEADER, ERROR_HEADER, attempt, persistent, receipt, returns
+from .messages import (
+    ATTEMPT_HEADER,
+    ERROR_HEADER,
+    SUSPECT_HEADER,
+    TOKEN_HEADER,
+    WAITING_ROLES,
+    attempt,
+    fresh_token,
+    persistent,
+    receipt,
+    returns,
+    token,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,6 +45,9 @@ STOP_FILL_SECONDS = 0.25
 """At shutdown, how long the subscription may wait for deliveries already on their way."""
 ISOLATED_CHECK_SECONDS = 1.0
 """How often a worker looks for tasks to run alone while there are none."""
+VOUCH_CONNECT_SECONDS = 3.0
+"""Longest a heartbeat waits to reach the broker on a connection of its own to vouch for the
+tasks its worker held when its connection dropped: the next heartbeat tries again."""
 
 
 class RabbitConsumer(Consumer):
@@ -42,16 +61,18 @@ class RabbitConsumer(Consumer):
     """
 
     def __init__(self, broker: RabbitMQBroker, worker_id: str, prefetch: int,
-                 max_attempts: int, run_id: str | None) -> None:
+                 lease_seconds: float, max_attempts: int, run_id: str | None) -> None:
         self.broker = broker
         self.worker = worker_id
         self.prefetch = prefetch
         self.stopped = False
+        self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.run_id = run_id
         # pika sends AMQP heartbeats only while we hand it the connection; the server drops a
-        # connection silent for two heartbeat periods.
-        self.keep_alive_seconds = broker.params.heartbeat / 3
+        # connection silent for two heartbeat periods. A dropped one must be vouched for within
+        # a lease (pardons.py), so beats come at least three times a lease.
+        self.keep_alive_seconds = min(broker.params.heartbeat, lease_seconds) / 3
         self.total: int | None = None
         self.buffer: deque[tuple[int, pika.BasicProperties, bytes]] = deque()
         self.returned: deque[Delivery] = deque()
@@ -62,6 +83,11 @@ class RabbitConsumer(Consumer):
         """Delivery tags taken from the `isolated` queue (each run alone)."""
         self.fetched_alone: set[int] = set()
         """Delivery tags taken from `tasks` by basic.get, one at a time: each runs alone."""
+        self.alone: dict[int, tuple[str, str]] = {}
+        """Unsettled deliveries held alone: tag -> (item id, token), to vouch for if the
+        connection drops (pardons.py)."""
+        self.owed: list[tuple[str, str]] = []
+        """Pardons not yet published: what was held alone on connections that dropped."""
         self.next_isolated_check = 0.0
         self.tag: str | None = None
         self.window = 0
@@ -80,12 +106,17 @@ class RabbitConsumer(Consumer):
         self.in_window.clear()
         self.isolated.clear()
         self.fetched_alone.clear()
+        self.alone.clear()
         self.next_isolated_check = 0.0
         self.tag = None
         self.window = 0
         self.cancelled_by_server = False
         # Deleting a queue cancels its consumers: the next fetch then finds out why.
         channel.add_on_cancel_callback(self._on_cancel)
+        if self.owed:
+            pardons.publish(channel, self.broker.names["pardons"], self.owed)
+            channel.tx_commit()
+            self.owed.clear()
 
     def _on_lost(self, _exc: BaseException) -> None:
         """What a dropped connection costs: the server puts back what it held."""
@@ -93,6 +124,8 @@ class RabbitConsumer(Consumer):
         if held:
             log.warning("the %d task(s) leased on the lost connection go back to the queue and "
                         "run again", held)
+        self.owed.extend(self.alone.values())
+        self.alone.clear()
 
     def _subscribe(self, window: int) -> None:
         """Consume with a prefetch of ``window``, replacing the subscription we have.
@@ -148,6 +181,7 @@ class RabbitConsumer(Consumer):
         self.unacked.discard(tag)
         self.isolated.discard(tag)
         self.fetched_alone.discard(tag)
+        self.alone.pop(tag, None)
 
     def fetch(self, count: int) -> Fetch:
         if self.cancelled_by_server:
@@ -197,11 +231,15 @@ class RabbitConsumer(Consumer):
             delivery = self._parse(method.delivery_tag, props, body)
             if delivery is None:
                 continue
-            if returns(props.headers or {}):
-                # Its worker died while it ran alone: that run is charged.
-                self._charge(delivery, returns(props.headers or {}))
+            headers = props.headers or {}
+            if returns(headers):
+                # Its worker died while it ran alone, or only lost its connection.
+                self._suspect(delivery, headers)
+                continue
+            if SUSPECT_HEADER in headers and self._judge(delivery, str(headers[SUSPECT_HEADER])):
                 continue
             self.isolated.add(method.delivery_tag)
+            self.alone[method.delivery_tag] = (delivery.item.id, token(headers))
             return delivery
 
     def _parse(self, tag: int, props: pika.BasicProperties, body: bytes) -> Delivery | None:
@@ -223,14 +261,42 @@ class RabbitConsumer(Consumer):
         ``close`` decodes the window's leftovers after cancelling it."""
         tag, props, body = raw
         delivery = self._parse(tag, props, body)
-        came_back = returns(props.headers or {})
-        if delivery is None or not came_back:
+        headers = props.headers or {}
+        if delivery is None:
+            return None
+        if not returns(headers):
+            if tag in self.fetched_alone:
+                self.alone[tag] = (delivery.item.id, token(headers))
             return delivery
         if tag in self.fetched_alone:
-            self._charge(delivery, came_back)
+            self._suspect(delivery, headers)
         else:
             self._settle(lambda: self._move(delivery, "isolated", delivery.item.attempt))
         return None
+
+    def _suspect(self, delivery: Delivery, headers: dict) -> None:
+        """A task back from a worker that held it alone: dead, or only its connection dropped
+        (a broker restart, a network fault). It waits a lease in `suspects` for a pardon, and
+        is judged when it reaches `isolated` (``_judge``)."""
+        came_back = returns(headers)
+        log.info("task %s came back from a worker that held it alone; it waits %.0fs for that "
+                 "worker's word that it is alive, or is charged the run", task_text(delivery.item),
+                 self.lease_seconds)
+        self._settle(lambda: self._move(delivery, "suspects", delivery.item.attempt,
+                                        suspect=f"{token(headers)}:{came_back}"))
+
+    def _judge(self, delivery: Delivery, suspect: str) -> bool:
+        """A suspect back from its wait: charge the returns nobody vouched for (True), or let
+        it run now, uncharged (False)."""
+        held_as, _, came_back = suspect.rpartition(":")
+        runs = int(came_back) - self.broker.redeem_pardons(delivery.item.id, held_as,
+                                                           int(came_back))
+        if runs:
+            self._charge(delivery, runs)
+            return True
+        log.info("task %s came back from a lost connection, not a crash: it runs again, "
+                 "uncharged", task_text(delivery.item))
+        return False
 
     def _charge(self, delivery: Delivery, runs: int) -> None:
         """Charge ``runs`` runs its worker died in; dead-letter it once max attempts are
@@ -248,9 +314,11 @@ class RabbitConsumer(Consumer):
         else:
             self._settle(lambda: self._move(delivery, "isolated", charged + 1))
 
-    def _move(self, delivery: Delivery, role: str, next_attempt: int) -> None:
+    def _move(self, delivery: Delivery, role: str, next_attempt: int,
+              suspect: str | None = None) -> None:
         """Republish to queue ``role`` with its attempt, in one transaction with the ack."""
-        self._publish_item(delivery.item, next_attempt, item_error=None, role=role)
+        self._publish_item(delivery.item, next_attempt, item_error=None, role=role,
+                           suspect=suspect)
         self._ack(delivery.handle)
         self.link.channel.tx_commit()
         self.next_isolated_check = 0.0
@@ -274,7 +342,7 @@ class RabbitConsumer(Consumer):
         # a receipt and lose its acks, so those items run again and are counted twice. The
         # count alone could then reach the total early; nothing may be waiting either.
         return Fetch(drained=resolved >= self.total and all(
-            self.broker.count(role) == 0 for role in ("tasks", "isolated", "delayed")))
+            self.broker.count(role) == 0 for role in WAITING_ROLES))
 
     def _resize(self, count: int) -> None:
         """Subscribe with a window of ``count`` items, or move to it once that is safe. With
@@ -309,6 +377,8 @@ class RabbitConsumer(Consumer):
                 self.link.channel.basic_ack(last, multiple=True)
                 self.unacked -= tags
                 self.fetched_alone -= tags
+                for tag in tags:
+                    self.alone.pop(tag, None)
             else:
                 for tag in tags:
                     self._ack(tag)
@@ -372,31 +442,61 @@ class RabbitConsumer(Consumer):
                 log.info("released items return to the queue with the dropped connection")
 
     def _publish_item(self, item: Item, attempt: int, item_error: str | None,
-                      delay: float = 0.0, role: str = "tasks") -> None:
+                      delay: float = 0.0, role: str = "tasks", suspect: str | None = None) -> None:
         """To queue ``role`` (`tasks`), or with ``delay`` seconds above 0 to `delayed`, which
-        hands it to `tasks` once its TTL (the delay) runs out."""
-        headers: dict[str, object] = {ATTEMPT_HEADER: attempt}
+        hands it to `tasks` once its TTL (the delay) runs out; a ``suspect`` waits a lease in
+        `suspects`, which hands it to `isolated`."""
+        headers: dict[str, object] = {ATTEMPT_HEADER: attempt, TOKEN_HEADER: fresh_token()}
         if item_error is not None:
             headers[ERROR_HEADER] = item_error[:1000]
         milliseconds = int(delay * 1000)
+        if suspect is not None:
+            headers[SUSPECT_HEADER] = suspect
+            milliseconds = int(self.lease_seconds * 1000)
+        elif milliseconds > 0:
+            role = "delayed"
         self.link.channel.basic_publish(
-            "", self.broker.names["delayed" if milliseconds > 0 else role],
+            "", self.broker.names[role],
             encode(item.id, item.payload),
             persistent(headers=headers,
                        expiration=str(milliseconds) if milliseconds > 0 else None))
 
     def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
         connection = self.link.connection
-        if connection is None:
+        if connection is not None:
+            try:
+                connection.process_data_events(time_limit=0)
+            except Exception as exc:
+                if not is_link_error(exc):
+                    raise
+                # What ran on it is lost: its settle raises ConnectionLost, and the next fetch
+                # opens a new connection.
+                self.link.lost(exc)
+        if self.owed:
+            self._vouch_aside()
+
+    def _vouch_aside(self) -> None:
+        """Publish the pardons we owe now, on a connection of our own: the tasks we held
+        alone wait only a lease for them, while our link stays down until the running task
+        ends (a new link now would not know its delivery tags). One short try per beat."""
+        params = copy.copy(self.broker.params)
+        params.stack_timeout = params.socket_timeout = VOUCH_CONNECT_SECONDS
+        try:
+            connection = pika.BlockingConnection(params)
+        except (amqp.AMQPError, OSError, AMQPConnectorStackTimeout):
             return
         try:
-            connection.process_data_events(time_limit=0)
+            channel = connection.channel()
+            channel.tx_select()
+            pardons.publish(channel, self.broker.names["pardons"], self.owed)
+            channel.tx_commit()
+            self.owed.clear()
         except Exception as exc:
             if not is_link_error(exc):
                 raise
-            # What ran on it is lost: its settle raises ConnectionLost, and the next fetch
-            # opens a new connection.
-            self.link.lost(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def stop(self) -> None:
         """End the subscription without handing a delivery back to the server.

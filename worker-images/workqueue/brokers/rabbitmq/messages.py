@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pika
 
@@ -11,11 +12,18 @@ from ...broker import DeadItem
 PERSISTENT = pika.DeliveryMode.Persistent
 ATTEMPT_HEADER = "x-wq-attempt"
 ERROR_HEADER = "x-wq-error"
+TOKEN_HEADER = "x-wq-token"
+"""Names one published copy of an item (the seeder's copies have none): its returns all carry
+it, so a worker can vouch for the one it held."""
+SUSPECT_HEADER = "x-wq-suspect"
+"""On a copy waiting in `suspects`: "<token>:<returns>", the copy that came back and how often."""
 SAFETY_DELIVERY_LIMIT = 1000
 """Server-side cap on redeliveries, above any maxAttempts; RabbitMQ 4 drops at 20 by default."""
 ROLES = ("tasks", "done", "dead", "retries", "seed", "seeded", "refused", "delayed", "report",
-         "isolated")
+         "isolated", "suspects", "pardons")
 """The queues of one work queue (the package docstring says what each holds)."""
+WAITING_ROLES = ("tasks", "isolated", "suspects", "delayed")
+"""The queues of tasks waiting to run: pending in `status`, empty once drained."""
 
 
 def queue_names(queue: str) -> dict[str, str]:
@@ -56,3 +64,12 @@ def returns(headers: dict) -> int:
     """How often the server took the message back from a consumer that did not settle it
     (its connection closed, or a reject) since it was published."""
     return int(headers.get("x-delivery-count", 0))
+
+
+def token(headers: dict) -> str:
+    """The copy an item's message is ("" for the seeder's)."""
+    return str(headers.get(TOKEN_HEADER, ""))
+
+
+def fresh_token() -> str:
+    return uuid.uuid4().hex[:16]

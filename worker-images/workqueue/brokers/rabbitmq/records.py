@@ -8,14 +8,13 @@ and did not merge, so a reader that dies loses nothing.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 
-import pika.exceptions as amqp
 from pika.adapters.blocking_connection import BlockingChannel
 
 from ...report import TaskRecord
+from .locks import locked_channel
 from .messages import persistent, receipt, receipt_count
 
 REPORT_CHUNK = 1000
@@ -27,31 +26,11 @@ def publish_records(channel: BlockingChannel, queue: str, pairs: list[list[str]]
     channel.basic_publish("", queue, json.dumps(pairs, ensure_ascii=False), persistent())
 
 
-COUNT_LOCK_WAIT_SECONDS = 30.0
-"""Longest a count waits for another reader's (which holds the lock for milliseconds)."""
-
-
-def _locked_channel(channel: BlockingChannel, lock: str) -> BlockingChannel:
-    """A channel of its own that holds ``lock``, an exclusive queue: one counter at a time,
-    since receipts another reader holds are invisible to this one. A reader that dies lets
-    go with its connection."""
-    deadline = time.monotonic() + COUNT_LOCK_WAIT_SECONDS
-    while True:
-        side = channel.connection.channel()
-        try:
-            side.queue_declare(lock, exclusive=True, auto_delete=True)
-            return side
-        except amqp.ChannelClosedByBroker:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
 def done_count(channel: BlockingChannel, queue: str, lock: str) -> int:
     """Items done: the sum of the receipts, merged into one as they are read so that the next
     count is one read. Counts take turns (``lock``): while one reader holds some receipts,
     another would count them out, and a worker would end its log with a count too low."""
-    side = _locked_channel(channel, lock)
+    side = locked_channel(channel, lock)
     try:
         side.tx_select()
         total, read, last = 0, 0, 0
