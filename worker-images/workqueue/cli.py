@@ -35,6 +35,8 @@ from .errors import (
     SeedRefused,
     StateLost,
     WorkqueueError,
+    client_errors,
+    connection_errors,
     exit_code_table,
     no_state_message,
     other_run_message,
@@ -112,6 +114,14 @@ def whole_number(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1 to 65535."""
+    value = _int_at_least(text, 1)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port; use 1 to 65535")
+    return value
+
+
 def _seconds(text: str, allow_zero: bool) -> float:
     try:
         value = float(text)
@@ -167,9 +177,10 @@ def _tunable(parser: argparse.ArgumentParser, flag: str, convert: Callable[[str]
 
 
 def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True,
-                     interactive: bool = False) -> None:
+                     interactive: bool = False, patience: float | None = None) -> None:
     """Where the broker is and how long to wait for it. ``interactive`` commands (status,
-    report, dead, retry-dead, purge) give up in seconds, since a person waits for them."""
+    report, dead, retry-dead, purge) give up in seconds, since a person waits for them; others
+    that must answer in time (the exporter's scrapes) give their own ``patience``."""
     parser.add_argument("--broker-url", default=_env("BROKER_URL"),
                         help="redis://HOST:PORT/DB or amqp://USER@HOST:PORT/VHOST "
                              "(env WORKQUEUE_BROKER_URL); the password comes from "
@@ -179,7 +190,8 @@ def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True,
                              "; without it a private redis-server is started"))
     parser.add_argument("--queue", default=_env("QUEUE", defaults.QUEUE_NAME),
                         help="queue name (env WORKQUEUE_QUEUE; default %(default)s)")
-    patience = defaults.INTERACTIVE_WAIT_SECONDS if interactive else None
+    if interactive:
+        patience = defaults.INTERACTIVE_WAIT_SECONDS
     _tunable(parser, "--connect-timeout", _positive_float,
              patience or defaults.CONNECT_TIMEOUT_SECONDS,
              "seconds to keep retrying an unreachable broker")
@@ -344,6 +356,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retry-dead", help="put the dead-lettered tasks back in the queue with "
                                           "fresh attempts (safe while workers run)")
     _connection_args(p, interactive=True)
+
+    p = sub.add_parser("exporter", help="serve the queue's state as Prometheus metrics "
+                                        "(read from the broker at each scrape)")
+    _connection_args(p, patience=defaults.METRICS_BROKER_WAIT_SECONDS)
+    p.add_argument("--address", default=_env("METRICS_ADDRESS", "0.0.0.0"),
+                   help="address to listen on (env WORKQUEUE_METRICS_ADDRESS; default "
+                        "%(default)s)")
+    p.add_argument("--port", type=port_number, default=_env("METRICS_PORT", "9400"),
+                   help="port of http://ADDRESS:PORT/metrics (env WORKQUEUE_METRICS_PORT; "
+                        "default %(default)s)")
+    _tunable(p, "--report-every", _positive_float, defaults.METRICS_REPORT_SECONDS,
+             "seconds between two reads of the per-task report, whose durations and runs the "
+             "metrics show (a million records take seconds to read); counts are read at every "
+             "scrape")
 
     p = sub.add_parser("purge", help="delete the queue and all its records")
     _connection_args(p, interactive=True)
@@ -582,9 +608,18 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from .exporter import serve
+
+    if not args.broker_url:
+        raise ConfigError("no broker given: set WORKQUEUE_BROKER_URL or pass --broker-url")
+    signal.signal(signal.SIGTERM, lambda *_: stopping.ask())
+    return serve(lambda: _open(args), args.queue, args.address, args.port, args.report_every)
+
+
 COMMANDS = {"seed": cmd_seed, "work": cmd_work, "run-index": cmd_run_index, "status": cmd_status,
             "run-local": cmd_run_local, "dead": cmd_dead, "report": cmd_report,
-            "retry-dead": cmd_retry_dead,
+            "retry-dead": cmd_retry_dead, "exporter": cmd_exporter,
             "purge": cmd_purge}
 
 
@@ -615,26 +650,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python would fail again flushing stdout at exit, so it is pointed at /dev/null.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except (OSError, *_broker_errors()) as exc:
+    except (OSError, *client_errors()) as exc:
         # Errors of the broker clients that no layer above turned into a WorkqueueError: one
         # line, and a retry by the Job (exit 1), or FailJob when the broker stays away (5).
-        unreachable = isinstance(exc, _connection_errors())
+        unreachable = isinstance(exc, connection_errors())
         what = "lost the broker" if unreachable else "broker error"
         print(f"workqueue: error: {what}: {type(exc).__name__}: {reason(exc)}",
               file=sys.stderr)
         return EXIT_BROKER_UNREACHABLE if unreachable else EXIT_ERROR
-
-
-def _broker_errors() -> tuple[type[BaseException], ...]:
-    import pika.exceptions
-    import redis
-
-    return redis.RedisError, pika.exceptions.AMQPError
-
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    import pika.exceptions
-    import redis
-
-    return (redis.ConnectionError, redis.TimeoutError, pika.exceptions.AMQPConnectionError,
-            ConnectionError, TimeoutError)

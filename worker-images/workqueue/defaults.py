@@ -67,3 +67,11 @@ QUEUE_NAME = "tasks"
 LOCAL_WORKERS_PER_CPU = 8
 """run-local's bound on --parallelism, per CPU: its workers are processes of this machine, and
 they mostly wait on their commands, so a few per CPU keep it busy without crowding it out."""
+
+METRICS_REPORT_SECONDS = 60.0
+"""`workqueue exporter`: seconds between two reads of the per-task report (the counts are read
+at every scrape)."""
+
+METRICS_BROKER_WAIT_SECONDS = 5.0
+"""`workqueue exporter`: how long a scrape waits for a broker that does not answer before it
+reports workqueue_broker_up 0 (Prometheus gives a scrape 10 s by default)."""

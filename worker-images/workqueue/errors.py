@@ -183,3 +183,25 @@ def other_run_message(queue: str, found: str | None, expected: str) -> str:
     return (f"queue {queue!r} holds run {found or '(unknown)'}, not this run {expected}: it was "
             "seeded from a different task list. Uninstall the old release (or `workqueue purge "
             "--yes`) or install under a new name")
+
+
+def client_errors() -> tuple[type[BaseException], ...]:
+    """What the broker clients raise that no layer of ours turned into a WorkqueueError."""
+    import pika.exceptions
+    import redis
+
+    return redis.RedisError, pika.exceptions.AMQPError
+
+
+def connection_errors() -> tuple[type[BaseException], ...]:
+    """Of those, and of the system's, the ones that mean the broker could not be reached."""
+    import pika.exceptions
+    import redis
+
+    return (redis.ConnectionError, redis.TimeoutError, pika.exceptions.AMQPConnectionError,
+            ConnectionError, TimeoutError)
+
+
+def broker_errors() -> tuple[type[BaseException], ...]:
+    """Every way a broker call can fail for a reason outside this program."""
+    return (WorkqueueError, OSError, *client_errors())
