@@ -19,7 +19,8 @@ START_SECONDS = 30.0
 
 
 class Prometheus:
-    def __init__(self, folder: Path, targets: list[str]) -> None:
+    def __init__(self, folder: Path, targets: list[str], job: str = "workqueue",
+                 labels: dict[str, str] | None = None) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.fail("prometheus is not installed: run `make setup` (Debian's prometheus "
@@ -28,8 +29,9 @@ class Prometheus:
         config = folder / "prometheus.yml"
         config.write_text(json.dumps({
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-            "scrape_configs": [{"job_name": "workqueue",
-                                "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [{"job_name": job,
+                                "static_configs": [{"targets": targets,
+                                                    "labels": labels or {}}]}],
         }))
         self.log = (folder / "prometheus.log").open("wb")
         self.process = subprocess.Popen(

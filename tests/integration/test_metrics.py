@@ -4,7 +4,9 @@ Prometheus holds are those `status` and the report give."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import urllib.request
@@ -14,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import WORKQUEUE, broker_env
 from prometheus_server import Prometheus
+from render import CHART
 from workqueue import seed
 from workqueue.local import free_port, wait_for_port
 
@@ -45,6 +48,33 @@ def exporter(broker, server_for, tmp_path):
             log.close()
 
 
+DASHBOARD = CHART / "dashboards" / "workqueue-job.json"
+DASHBOARD_VARIABLES = {"namespace": "jobs", "job": "demo-workqueue-job-metrics",
+                       "__rate_interval": "10s"}
+"""Values for the dashboard's variables: Grafana's rate interval, and the labels a
+ServiceMonitor gives the exporter's series (the Prometheus here sets the same)."""
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL expression of the dashboard, its variables filled in: the panels'
+    targets, and the series its variables list labels of (label_values(SERIES, LABEL) is
+    Grafana's, not PromQL)."""
+    board = json.loads(DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in board["panels"] for target in panel["targets"]]
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            inner = re.fullmatch(r"label_values\((.*), *(\w+)\)", variable["query"])
+            assert inner, variable["query"]
+            expressions.append(f"count by ({inner[2]}) ({inner[1]})")
+    filled = []
+    for expression in expressions:
+        for name, value in sorted(DASHBOARD_VARIABLES.items(), key=lambda kv: -len(kv[0])):
+            expression = expression.replace(f"${name}", value)
+        assert "$" not in expression, expression
+        filled.append(expression)
+    return filled
+
+
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
         text = answer.read().decode()
@@ -56,7 +86,9 @@ def test_prometheus_holds_the_numbers_status_gives(broker, server_for, exporter,
     # Given a queue of five tasks: three fine, one that fails once, one that always fails
     (tmp_path / "t.txt").write_text("\n".join(TASKS) + "\n")
     seed(broker, str(tmp_path / "t.txt"))
-    prometheus = Prometheus(tmp_path, [f"127.0.0.1:{exporter}"])
+    # (labelled as a ServiceMonitor labels the chart's exporter, for the dashboard)
+    prometheus = Prometheus(tmp_path, [f"127.0.0.1:{exporter}"], job=DASHBOARD_VARIABLES["job"],
+                            labels={"namespace": DASHBOARD_VARIABLES["namespace"]})
     try:
         assert prometheus.value('workqueue_tasks{state="pending"}') == 5
         # When a worker drains it, two attempts per task
@@ -81,6 +113,9 @@ def test_prometheus_holds_the_numbers_status_gives(broker, server_for, exporter,
         assert prometheus.value('workqueue_task_duration_seconds_count{outcome="dead"}') == 1
         assert prometheus.value(f'workqueue_run_info{{queue="{broker.queue}"}}') == 1
         assert prometheus.value("workqueue_broker_up") == 1
+        # And every query of the chart's dashboard has data: it names only what is served
+        for expression in dashboard_queries():
+            assert prometheus.query(expression), f"no data for the dashboard's {expression}"
     finally:
         prometheus.stop()
     # And the exporter's own page parses as Prometheus text, every bucket count in order

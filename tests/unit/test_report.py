@@ -65,9 +65,9 @@ def test_status_adds_pace_and_a_per_outcome_table():
 
 
 def test_a_bare_settle_after_a_retry_dead_round_is_the_tasks_latest_record():
-    # Given a task retry-dead put back (its "pending" record is timed), then settled through the
-    # Python API without a record of its run
-    put_back = TaskRecord("00000001", "pending", 0, finished=time.time())
+    # Given a task retry-dead put back a second ago (its "pending" record is timed), then
+    # settled through the Python API without a record of its run
+    put_back = TaskRecord("00000001", "pending", 0, finished=time.time() - 1)
     delivery = Delivery(Item("00000001", "task-1", 1), handle=1)
     settled = TaskRecord.decode("00000001", record_text(delivery, "done"))
     # When the two are merged, in either order (RabbitMQ's report queue is not in time order)

@@ -49,6 +49,9 @@ and "<prefix>-broker-client" is a label key (63).
 {{- define "workqueue-job.worker.fullname" -}}
 {{- include "workqueue-job.componentName" (dict "context" . "component" "worker") }}
 {{- end }}
+{{- define "workqueue-job.metrics.fullname" -}}
+{{- include "workqueue-job.componentName" (dict "context" . "component" "metrics") }}
+{{- end }}
 
 {{/* Selector labels, given (dict "context" . "component" NAME). They never change. */}}
 {{- define "workqueue-job.selectorLabels" -}}
