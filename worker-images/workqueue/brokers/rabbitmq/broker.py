@@ -67,22 +67,9 @@ class RabbitMQBroker(Broker):
         })
         # A task that came back from a worker that held it alone waits out one lease here for
         # that worker's pardon (pardons.py), then moves to `isolated` to be judged and run.
-        channel.queue_declare(self.names["suspects"], durable=True, arguments={
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.names["isolated"],
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        })
-        # An expired retry moves to `tasks` exactly as a crash-safe publish would: quorum
-        # queues dead-letter at least once (RabbitMQ 3.10+) only with reject-publish overflow.
-        channel.queue_declare(self.names["delayed"], durable=True, arguments={
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.names["tasks"],
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        })
+        self._waiting_room(channel, "suspects", then="isolated")
+        # A failed task waits out its retry delay here.
+        self._waiting_room(channel, "delayed", then="tasks")
         # Version 2 keeps a classic queue's messages on disk, not in memory (the default from
         # RabbitMQ 4.0; 3.10 and later take the argument): a million records cost disk only.
         channel.queue_declare(self.names["report"], durable=True,
@@ -90,6 +77,18 @@ class RabbitMQBroker(Broker):
         for role, name in self.names.items():
             if role not in ("tasks", "delayed", "report", "isolated", "suspects"):
                 channel.queue_declare(name, durable=True)
+
+    def _waiting_room(self, channel: BlockingChannel, role: str, then: str) -> None:
+        """A queue whose messages wait out their TTL, then move to queue ``then`` exactly as
+        a crash-safe publish would: quorum queues dead-letter at least once (RabbitMQ 3.10+)
+        only with reject-publish overflow."""
+        channel.queue_declare(self.names[role], durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.names[then],
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        })
 
     def count(self, role: str) -> int:
         """Ready messages in one of the queues."""

@@ -3,10 +3,14 @@ holds some, another would not see them."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator, Sequence
 
 import pika.exceptions as amqp
 from pika.adapters.blocking_connection import BlockingChannel
+
+from .messages import persistent
 
 LOCK_WAIT_SECONDS = 30.0
 """Longest a reader waits for another's turn (which lasts milliseconds)."""
@@ -25,3 +29,26 @@ def locked_channel(channel: BlockingChannel, lock: str) -> BlockingChannel:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def turn(channel: BlockingChannel, lock: str) -> Iterator[BlockingChannel]:
+    """A transactional channel of its own that holds ``lock`` for the block."""
+    side = locked_channel(channel, lock)
+    try:
+        side.tx_select()
+        yield side
+        side.queue_delete(lock)
+    finally:
+        side.close()
+
+
+def swap_read(side: BlockingChannel, queue: str, last: int, bodies: Sequence[str | bytes]) -> None:
+    """Settle every message read up to delivery tag ``last`` and publish ``bodies`` in their
+    place, in one transaction. What is kept is swapped for a copy rather than handed back on
+    close: the broker requeues a closed channel's messages a moment later, and the next
+    reader would miss them meanwhile."""
+    for body in bodies:
+        side.basic_publish("", queue, body, persistent())
+    side.basic_ack(last, multiple=True)
+    side.tx_commit()

@@ -14,7 +14,7 @@ import time
 
 from pika.adapters.blocking_connection import BlockingChannel
 
-from .locks import locked_channel
+from .locks import swap_read, turn
 from .messages import persistent
 
 KEEP_SECONDS = 3600.0
@@ -32,11 +32,8 @@ def publish(channel: BlockingChannel, queue: str, held: list[tuple[str, str]]) -
 def redeem(channel: BlockingChannel, queue: str, lock: str, item_id: str, token: str,
            most: int) -> int:
     """Take up to ``most`` pardons of copy ``token`` of ``item_id``; how many there were.
-    Redeems take turns (``lock``), and what one reads and keeps is published again in its
-    transaction rather than handed back on close, so no other redeem misses it."""
-    side = locked_channel(channel, lock)
-    try:
-        side.tx_select()
+    Redeems take turns (``lock``), and what one reads and keeps is swapped for copies."""
+    with turn(channel, lock) as side:
         waiting = side.queue_declare(queue, passive=True).method.message_count
         found, kept, last = 0, [], 0
         now = time.time()
@@ -51,11 +48,5 @@ def redeem(channel: BlockingChannel, queue: str, lock: str, item_id: str, token:
             elif now - float(pardon["at"]) < KEEP_SECONDS:
                 kept.append(body)
         if last:
-            for body in kept:
-                side.basic_publish("", queue, body, persistent())
-            side.basic_ack(last, multiple=True)
-            side.tx_commit()
-        side.queue_delete(lock)
-    finally:
-        side.close()
+            swap_read(side, queue, last, kept)
     return found

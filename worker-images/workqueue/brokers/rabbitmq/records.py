@@ -14,7 +14,7 @@ from dataclasses import replace
 from pika.adapters.blocking_connection import BlockingChannel
 
 from ...report import TaskRecord
-from .locks import locked_channel
+from .locks import swap_read, turn
 from .messages import persistent, receipt, receipt_count
 
 REPORT_CHUNK = 1000
@@ -30,26 +30,16 @@ def done_count(channel: BlockingChannel, queue: str, lock: str) -> int:
     """Items done: the sum of the receipts, merged into one as they are read so that the next
     count is one read. Counts take turns (``lock``): while one reader holds some receipts,
     another would count them out, and a worker would end its log with a count too low."""
-    side = locked_channel(channel, lock)
-    try:
-        side.tx_select()
-        total, read, last = 0, 0, 0
+    with turn(channel, lock) as side:
+        total, last = 0, 0
         while True:
             method, _props, body = side.basic_get(queue)
             if method is None:
                 break
             total += receipt_count(body)
-            read, last = read + 1, method.delivery_tag
-        if read:
-            # Even one receipt is swapped for a copy rather than handed back on close: the
-            # broker requeues a closed channel's messages a moment later, and the next counter
-            # would miss it meanwhile.
-            side.basic_publish("", queue, receipt(total), persistent())
-            side.basic_ack(last, multiple=True)
-            side.tx_commit()
-        side.queue_delete(lock)
-    finally:
-        side.close()
+            last = method.delivery_tag
+        if last:
+            swap_read(side, queue, last, [receipt(total)])
     return total
 
 
