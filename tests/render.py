@@ -49,11 +49,13 @@ read the same render, and a helm process costs far more than reading its output 
 
 def template(values: dict | None = None, helm_name: str = "helm4", name: str = "demo",
              namespace: str = "jobs", files: Sequence[Path] = (),
-             reuse: bool = True) -> subprocess.CompletedProcess[str]:
-    """`helm template` with ``files`` and then ``values`` (as one more -f file). ``reuse``
-    False: a render of its own, for tests of what differs between two renders (generated
-    passwords)."""
-    key = (str(CHART), helm_name, name, namespace,
+             reuse: bool = True,
+             api_versions: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """`helm template` with ``files`` and then ``values`` (as one more -f file), for a
+    cluster that also serves ``api_versions`` (such as monitoring.coreos.com/v1/PodMonitor).
+    ``reuse`` False: a render of its own, for tests of what differs between two renders
+    (generated passwords)."""
+    key = (str(CHART), helm_name, name, namespace, tuple(api_versions),
            json.dumps(values or {}, sort_keys=True, default=str),
            tuple((str(path), Path(path).read_bytes()) for path in files))
     if key not in _RENDERS or not reuse:
@@ -61,15 +63,17 @@ def template(values: dict | None = None, helm_name: str = "helm4", name: str = "
             yaml.safe_dump(values or {}, file)
             file.flush()
             flags = [arg for path in [*files, file.name] for arg in ("-f", str(path))]
+            flags += [arg for api in api_versions for arg in ("--api-versions", api)]
             _RENDERS[key] = helm(helm_name, "template", name, str(CHART), *flags,
                                  "--namespace", namespace)
     return _RENDERS[key]
 
 
 def render_chart(values: dict | None = None, helm_name: str = "helm4", name: str = "demo",
-                 namespace: str = "jobs", files: Sequence[Path] = ()) -> list[dict]:
+                 namespace: str = "jobs", files: Sequence[Path] = (),
+                 api_versions: Sequence[str] = ()) -> list[dict]:
     """Every object `helm template` renders; fails the test with helm's stderr on an error."""
-    out = template(values, helm_name, name, namespace, files)
+    out = template(values, helm_name, name, namespace, files, api_versions=api_versions)
     if out.returncode != 0:
         raise AssertionError(f"helm template failed:\n{out.stderr}")
     # Parsed again for each caller, which may change what it gets; libyaml parses fast.

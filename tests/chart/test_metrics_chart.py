@@ -110,3 +110,47 @@ def test_the_dashboard_configmap_carries_the_charts_dashboard_for_grafanas_sidec
     shipped = json.loads((CHART / "dashboards" / "workqueue-job.json").read_text())
     assert json.loads(board["data"]["workqueue-job.json"]) == shipped
     assert ("ConfigMap", "demo-workqueue-job-metrics-dashboard") not in metrics_objects({})
+
+
+@pytest.mark.parametrize("mode", ["fine", "coarse"])
+def test_workers_serve_their_metrics_on_a_port_the_policy_opens(mode):
+    values = {"mode": mode, "metrics": {"enabled": True, "workers": {"enabled": True}}}
+    objects = by_kind_name(render_chart(values))
+    worker = next(o for (kind, name), o in objects.items()
+                  if kind == "Job" and name == "demo-workqueue-job-worker")
+    validate_strictly([worker])
+    pod = worker["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    assert worker_env(objects)["WORKQUEUE_METRICS_PORT"]["value"] == "9401"
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9401, "protocol": "TCP"}]
+    policy = objects[("NetworkPolicy", "demo-workqueue-job-metrics-workers")]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["ingress"] == [{"ports": [{"port": 9401, "protocol": "TCP"}]}]
+    # Off by default: the worker Job's spec (and so its name) is what it was
+    plain = by_kind_name(render_chart({"mode": mode, "metrics": {"enabled": True}}))
+    assert "WORKQUEUE_METRICS_PORT" not in worker_env(plain)
+    assert ("NetworkPolicy", "demo-workqueue-job-metrics-workers") not in plain
+
+
+@pytest.mark.parametrize("helm_name", sorted(HELMS))
+def test_a_pod_monitor_scrapes_the_workers_and_needs_them_to_serve(helm_name):
+    flags = ["--set", "metrics.enabled=true", "--set", "metrics.podMonitor.enabled=true",
+             "--api-versions", "monitoring.coreos.com/v1/PodMonitor", "--namespace", "jobs"]
+    refused = helm(helm_name, "template", "demo", str(CHART), *flags)
+    assert refused.returncode != 0
+    assert "set metrics.workers.enabled=true too" in refused.stderr
+    out = helm(helm_name, "template", "demo", str(CHART), *flags,
+               "--set", "metrics.workers.enabled=true")
+    assert out.returncode == 0, out.stderr
+    objects = by_kind_name([doc for doc in yaml.safe_load_all(out.stdout) if doc])
+    monitor = objects[("PodMonitor", "demo-workqueue-job-metrics-workers")]["spec"]
+    worker = next(o for (kind, name), o in objects.items()
+                  if kind == "Job" and name == "demo-workqueue-job-worker")
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert monitor["selector"]["matchLabels"].items() <= labels.items()
+    assert monitor["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics",
+                                               "interval": "30s"}]
+    without_api = helm(helm_name, "template", "demo", str(CHART), "--set",
+                       "metrics.enabled=true", "--set", "metrics.podMonitor.enabled=true",
+                       "--set", "metrics.workers.enabled=true")
+    assert "metrics.podMonitor.enabled needs the Prometheus Operator" in without_api.stderr

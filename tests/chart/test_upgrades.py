@@ -69,6 +69,14 @@ RESOURCES = {"requests": {"cpu": "300m", "memory": "300Mi"},
              "limits": {"cpu": "2", "memory": "1Gi"}}
 
 # (values path, new value, the values it needs to be valid): one row per value in values.yaml.
+METRICS = {"metrics": {"enabled": True}}
+
+
+def metrics_with(*parts: str) -> dict:
+    """Metrics on, with each of ``parts`` (serviceMonitor, workers...) enabled too."""
+    return {"metrics": {"enabled": True, **{part: {"enabled": True} for part in parts}}}
+
+
 CHANGES: list[tuple[str, object, dict]] = [
     ("nameOverride", "batch", {}),
     ("fullnameOverride", "nightly-frames", {}),
@@ -158,6 +166,25 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("networkPolicy.enabled", False, {}),
     ("tools.enabled", False, {}),
     ("tools.idleSeconds", 300, {}),
+    ("metrics.enabled", True, {}),
+    ("metrics.port", 9500, METRICS),
+    ("metrics.reportEverySeconds", 30, METRICS),
+    ("metrics.resources", RESOURCES, METRICS),
+    ("metrics.serviceMonitor.enabled", True, METRICS),
+    ("metrics.serviceMonitor.interval", "1m", metrics_with("serviceMonitor")),
+    ("metrics.serviceMonitor.labels", {"release": "kps"}, metrics_with("serviceMonitor")),
+    ("metrics.workers.enabled", True, METRICS),
+    ("metrics.workers.port", 9501, metrics_with("workers")),
+    ("metrics.podMonitor.enabled", True, metrics_with("workers")),
+    ("metrics.podMonitor.interval", "1m", metrics_with("workers", "podMonitor")),
+    ("metrics.podMonitor.labels", {"release": "kps"}, metrics_with("workers", "podMonitor")),
+    ("metrics.dashboard.enabled", True, METRICS),
+    ("metrics.dashboard.labels.grafana_dashboard", "yes", metrics_with("dashboard")),
+    ("metrics.prometheusRule.enabled", True, METRICS),
+    ("metrics.prometheusRule.labels", {"release": "kps"}, metrics_with("prometheusRule")),
+    ("metrics.prometheusRule.stalledFor", "30m", metrics_with("prometheusRule")),
+    ("metrics.prometheusRule.brokerDownFor", "10m", metrics_with("prometheusRule")),
+    ("metrics.prometheusRule.deadline", 1900000000, metrics_with("prometheusRule")),
     ("testFramework.enabled", False, {}),
 ]
 NEW_VALUE = {path: value for path, value, _needs in CHANGES}
@@ -201,9 +228,16 @@ def update_violations(old: dict, new: dict) -> list[str]:
     return []
 
 
+MONITORING_APIS = ("monitoring.coreos.com/v1/ServiceMonitor",
+                   "monitoring.coreos.com/v1/PodMonitor",
+                   "monitoring.coreos.com/v1/PrometheusRule")
+"""Served by the cluster in these renders, so that the monitoring objects can be turned on."""
+
+
 @cache
 def rendered(helm_name: str, values_yaml: str) -> tuple[dict, ...]:
-    return tuple(render_chart(yaml.safe_load(values_yaml), helm_name=helm_name))
+    return tuple(render_chart(yaml.safe_load(values_yaml), helm_name=helm_name,
+                              api_versions=MONITORING_APIS))
 
 
 def render_pair(helm_name: str, before: dict, after: dict) -> tuple[dict, dict]:

@@ -166,8 +166,10 @@ def test_runtime_commands_and_env_exist_in_the_cli(any_case):
                     read = name in RUNTIME_SOURCE or short in RUNTIME_SOURCE
                     assert read or f"env {name};" in documented, \
                         f"the runtime never reads {name}"
-    # The seeder, the workers and the test pod; indexed mode has only the workers.
-    assert runtime == (1 if values.get("mode") == "indexed" else 3)
+    # The seeder, the workers and the test pod (and the exporter, with metrics on); indexed
+    # mode has only the workers.
+    exporter = 1 if values.get("metrics", {}).get("enabled") else 0
+    assert runtime == (1 if values.get("mode") == "indexed" else 3 + exporter)
 
 
 def test_pods_meet_the_restricted_profile_and_have_resources(any_case):

@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -169,3 +170,54 @@ def test_a_port_in_use_is_one_line_that_names_the_flag(tmp_path):
     assert process.returncode == 2, output
     [line] = output.strip().splitlines()
     assert f"cannot serve metrics on 127.0.0.1:{port}" in line and "--port" in line
+
+
+HOLD = ('case "$WORKQUEUE_PAYLOAD" in hold) while [ ! -e {release} ]; do sleep 0.1; done;; '
+        'flaky) [ -e {marker} ] && exit 0; touch {marker}; exit 1;; esac')
+
+
+def scrape_until(port: int, wanted: dict, timeout: float = 60.0) -> dict:
+    """The worker's metrics once every sample named in ``wanted`` has at least its value."""
+    deadline = time.monotonic() + timeout
+    samples: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            samples = scrape(port)
+        except OSError:
+            samples = {}
+        if all(samples.get(key, -1.0) >= value for key, value in wanted.items()):
+            return samples
+        time.sleep(0.2)
+    raise AssertionError(f"the worker's metrics never showed {wanted}: {samples}")
+
+
+def test_a_worker_serves_its_own_counts_while_it_runs(broker, server_for, tmp_path):
+    # Given two fine tasks, one that fails once, and one that runs until the test lets it end
+    (tmp_path / "t.txt").write_text("ok-1\nok-2\nflaky\nhold\n")
+    seed(broker, str(tmp_path / "t.txt"))
+    release = tmp_path / "release"
+    script = HOLD.format(release=release, marker=tmp_path / "flaky-failed")
+    port = free_port()
+    # When a worker with a metrics port runs them, one at a time, with a 3 s lease
+    worker = subprocess.Popen(
+        [*WORKQUEUE, "work", "--metrics-port", str(port), "--batch-size", "1",
+         "--lease-seconds", "3", "--", "sh", "-c", script],
+        env={**os.environ, **broker_env(broker, server_for)}, stderr=subprocess.PIPE)
+    try:
+        # Then while it holds the last task, it counts what it settled and ran
+        done = ("workqueue_worker_tasks_total", (("outcome", "done"),))
+        retried = ("workqueue_worker_tasks_total", (("outcome", "retry"),))
+        ran = ("workqueue_worker_task_duration_seconds_count", ())
+        samples = scrape_until(port, {done: 2.0, retried: 1.0, ran: 3.0})
+        assert (samples[done], samples[retried], samples[ran]) == (2.0, 1.0, 3.0)
+        assert samples[("workqueue_worker_broker_outages_total", ())] == 0.0
+        # And its heartbeats renew the lease of the task that runs past a beat (every 1 s)
+        scrape_until(port, {("workqueue_worker_lease_renewals_total", ()): 1.0})
+        release.touch()
+        assert worker.wait(60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        stderr = worker.communicate(timeout=10)[1].decode()
+    assert "Traceback" not in stderr
+    assert broker.status().done == 4

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from workqueue.exporter import DURATION_BUCKETS, ReportFigures, histogram_buckets
+from workqueue.defaults import DURATION_BUCKETS
+from workqueue.exporter import ReportFigures, histogram_buckets
 from workqueue.report import TaskRecord
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from . import defaults, stopping
+from . import defaults, stopping, worker_metrics
 from .broker import Broker, Status
 from .brokers import connect, password_from_env
 from .brokers.outage import reason
@@ -292,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("work", help="lease and run items until the queue is drained")
     _connection_args(p)
     _worker_args(p)
+    p.add_argument("--metrics-port", type=port_number, default=_env("METRICS_PORT"),
+                   help="serve this worker's own metrics (tasks by outcome, run times, lease "
+                        "renewals, broker outages) on this port, /metrics (env "
+                        "WORKQUEUE_METRICS_PORT; default: none)")
     _tunable(p, "--capture-result", _one_of("false", "true"), "false",
              "true: keep each task's result in the report (the last line its command prints "
              "on stdout, or what its --handler function returns), up to "
@@ -432,6 +436,8 @@ def _handler(args: argparse.Namespace, capture_result: bool = False) -> Handler:
 
 def cmd_work(args: argparse.Namespace) -> int:
     handler = _handler(args, args.capture_result == "true")
+    if args.metrics_port:
+        worker_metrics.serve(args.metrics_port)
     # Before connecting: a pod stopped while its broker is not up yet exits at once.
     signal.signal(signal.SIGTERM, lambda *_: stopping.ask())
     broker = _open(args)

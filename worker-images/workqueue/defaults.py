@@ -75,3 +75,7 @@ at every scrape)."""
 METRICS_BROKER_WAIT_SECONDS = 5.0
 """`workqueue exporter`: how long a scrape waits for a broker that does not answer before it
 reports workqueue_broker_up 0 (Prometheus gives a scrape 10 s by default)."""
+
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+                    600.0, 1800.0, 3600.0)
+"""Upper bounds of the task run-time histograms (exporter and workers), in seconds."""

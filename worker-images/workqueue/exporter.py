@@ -39,14 +39,12 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import stopping
 from .broker import Broker
+from .defaults import DURATION_BUCKETS
 from .errors import ConfigError, broker_errors
 from .report import TaskRecord
 
 log = logging.getLogger(__name__)
 
-DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-                    600.0, 1800.0, 3600.0)
-"""Upper bounds of the task duration histogram, in seconds: milliseconds to an hour."""
 OUTCOMES = ("done", "dead")
 
 

@@ -226,7 +226,9 @@ def run_local(run: LocalRun, broker_url: str | None, password: str | None) -> in
             if local:
                 print(f"run-local: started a private redis-server on 127.0.0.1:{local.port}")
                 broker_url, password = local.url, local.password
-            env = {**os.environ, "WORKQUEUE_BROKER_URL": broker_url,
+            # Several workers here: one metrics port each would be needed, so none serves.
+            env = {**{k: v for k, v in os.environ.items() if k != "WORKQUEUE_METRICS_PORT"},
+                   "WORKQUEUE_BROKER_URL": broker_url,
                    "WORKQUEUE_QUEUE": run.queue, "WORKQUEUE_BROKER_PASSWORD": password or "",
                    "WORKQUEUE_LOG_LEVEL": "INFO" if run.verbose else "WARNING"}
             worker = [*CLI, "work", "--mode", run.mode, *run.worker_args, "--", *run.command]

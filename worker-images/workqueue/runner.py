@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import stopping
+from . import stopping, worker_metrics
 from .backoff import retry_delay
 from .batching import BatchSizer
 from .broker import Broker, Consumer, Delivery, Fetch, Outcome
@@ -249,6 +249,7 @@ class Runner:
             supervisor.running = True
             run = run_one(self.handler, delivery.item)
             supervisor.running = False
+            worker_metrics.TASK_SECONDS.observe(run.seconds)
             if supervisor.cancelled:
                 log.info("item %s stopped for shutdown; returning it to the queue",
                          delivery.item.id)
@@ -307,6 +308,7 @@ class Runner:
     def _record(self, delivery: Delivery, outcome: Outcome, error: str | None) -> None:
         item = delivery.item
         self.tally.add(outcome)
+        worker_metrics.TASKS.labels(outcome.value).inc()
         if outcome is Outcome.RETRY:
             log.warning("task %s failed (attempt %d of %d): %s; will retry", task_text(item),
                         item.attempt, self.config.max_attempts, error)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from . import worker_metrics
 from .broker import Consumer, Delivery
 from .errors import TaskFailed
 from .handlers import Handler
@@ -78,6 +79,7 @@ class Supervisor(threading.Thread):
     def _renew(self) -> None:
         try:
             self.consumer.keep_alive(self.held())
+            worker_metrics.LEASE_RENEWALS.inc()
         except Exception as exc:  # this thread must outlive a failed renewal; the next may work
             log.warning("could not renew leases (%s); will try again in %gs", exc,
                         self.consumer.keep_alive_seconds)

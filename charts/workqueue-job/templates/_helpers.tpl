@@ -49,6 +49,10 @@ and "<prefix>-broker-client" is a label key (63).
 {{- define "workqueue-job.worker.fullname" -}}
 {{- include "workqueue-job.componentName" (dict "context" . "component" "worker") }}
 {{- end }}
+{{/* Non-empty when each worker serves its own metrics (queue modes only). */}}
+{{- define "workqueue-job.workerMetrics" -}}
+{{- if and .Values.metrics.enabled .Values.metrics.workers.enabled (include "workqueue-job.usesBroker" .) }}true{{ end }}
+{{- end }}
 {{- define "workqueue-job.metrics.fullname" -}}
 {{- include "workqueue-job.componentName" (dict "context" . "component" "metrics") }}
 {{- end }}

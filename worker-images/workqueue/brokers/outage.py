@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .. import stopping
+from .. import stopping, worker_metrics
 from ..errors import BrokerAuthError, BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class Outage:
         """The broker answered again."""
         away = time.monotonic() - self.started
         log.warning("%s is back after %.1fs", self.server, away)
+        worker_metrics.BROKER_OUTAGES.inc()
 
 
 UNREACHABLE_FIX = ("check the broker is running and that this pod may reach it (NetworkPolicy, "

@@ -142,6 +142,9 @@ template:
           - {name: WORKQUEUE_CAPTURE_RESULT, value: {{ $w.captureResult | quote }}}
           - {name: WORKQUEUE_CONNECT_TIMEOUT, value: {{ $w.brokerOutageSeconds | quote }}}
           - {name: WORKQUEUE_OUTAGE_SECONDS, value: {{ $w.brokerOutageSeconds | quote }}}
+          {{- if include "workqueue-job.workerMetrics" . }}
+          - {name: WORKQUEUE_METRICS_PORT, value: {{ .Values.metrics.workers.port | quote }}}
+          {{- end }}
           {{- end }}
           - {name: WORKQUEUE_MAX_ATTEMPTS, value: {{ $w.maxAttempts | quote }}}
           {{- if $w.taskTimeoutSeconds }}
@@ -157,6 +160,10 @@ template:
           {{- with $w.env }}
           {{- toYaml . | nindent 10 }}
           {{- end }}
+        {{- if include "workqueue-job.workerMetrics" . }}
+        ports:
+          - {name: metrics, containerPort: {{ .Values.metrics.workers.port }}, protocol: TCP}
+        {{- end }}
         {{- with $w.envFrom }}
         envFrom:
           {{- toYaml . | nindent 10 }}
