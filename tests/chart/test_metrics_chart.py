@@ -154,3 +154,35 @@ def test_a_pod_monitor_scrapes_the_workers_and_needs_them_to_serve(helm_name):
                        "metrics.enabled=true", "--set", "metrics.podMonitor.enabled=true",
                        "--set", "metrics.workers.enabled=true")
     assert "metrics.podMonitor.enabled needs the Prometheus Operator" in without_api.stderr
+
+
+def test_the_bundled_rabbitmqs_own_metrics_are_opened_without_restarting_it():
+    values = {"broker": {"type": "rabbitmq"}}
+    plain = by_kind_name(render_chart(values))
+    objects = metrics_objects(values)
+    service = objects[("Service", "demo-workqueue-job-broker")]["spec"]
+    assert {"name": "prometheus", "port": 15692, "targetPort": 15692,
+            "protocol": "TCP"} in service["ports"]
+    policy = objects[("NetworkPolicy", "demo-workqueue-job-broker")]["spec"]
+    assert policy["ingress"][1:] == [{"ports": [{"port": 15692, "protocol": "TCP"}]}]
+    # The queue port stays the release's pods' alone
+    assert policy["ingress"][0]["from"]
+    # The broker's pod template is what it was: turning metrics on does not restart it
+    broker = ("StatefulSet", "demo-workqueue-job-broker")
+    assert objects[broker]["spec"]["template"] == plain[broker]["spec"]["template"]
+    # Redis has no such endpoint
+    redis = metrics_objects({"broker": {"type": "redis"}})
+    ports = redis[("Service", "demo-workqueue-job-broker")]["spec"]["ports"]
+    assert [port["name"] for port in ports] == ["redis"]
+
+
+def test_a_service_monitor_scrapes_the_bundled_rabbitmq_too():
+    out = helm("helm4", "template", "demo", str(CHART), "--namespace", "jobs",
+               "--set", "broker.type=rabbitmq", "--set", "metrics.enabled=true",
+               "--set", "metrics.serviceMonitor.enabled=true", "--api-versions", MONITOR_API)
+    assert out.returncode == 0, out.stderr
+    objects = by_kind_name([doc for doc in yaml.safe_load_all(out.stdout) if doc])
+    monitor = objects[("ServiceMonitor", "demo-workqueue-job-broker")]["spec"]
+    service = objects[("Service", "demo-workqueue-job-broker")]
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["endpoints"][0]["port"] == "prometheus"

@@ -49,6 +49,17 @@ and "<prefix>-broker-client" is a label key (63).
 {{- define "workqueue-job.worker.fullname" -}}
 {{- include "workqueue-job.componentName" (dict "context" . "component" "worker") }}
 {{- end }}
+{{/*
+Non-empty when the bundled RabbitMQ's own metrics are exposed: the official image serves them
+(rabbitmq_prometheus, port 15692) whatever the chart does; with metrics on, the broker's Service
+and NetworkPolicy open that port. The pod template is left alone, so turning metrics on does
+not restart the broker.
+*/}}
+{{- define "workqueue-job.brokerMetrics" -}}
+{{- if and .Values.metrics.enabled (include "workqueue-job.bundledBroker" .) (eq (include "workqueue-job.broker.type" .) "rabbitmq") }}true{{ end }}
+{{- end }}
+{{- define "workqueue-job.brokerMetricsPort" -}}15692{{- end }}
+
 {{/* Non-empty when each worker serves its own metrics (queue modes only). */}}
 {{- define "workqueue-job.workerMetrics" -}}
 {{- if and .Values.metrics.enabled .Values.metrics.workers.enabled (include "workqueue-job.usesBroker" .) }}true{{ end }}
