@@ -42,7 +42,7 @@ test-unit: setup ## Only the fast tests (no broker servers)
 	$(PYTEST) -q tests/unit
 
 demo: setup ## Run a sample job locally: private Redis, the real seeder, 4 worker processes
-	$(PYTHON) -m workqueue run-local --tasks examples/tasks.txt --parallelism 4 -- \
+	$(PYTHON) -m workqueue run-local --tasks examples/tasks.txt --parallelism 4 --metrics -- \
 	  sh -c 'echo "Working on $$WORKQUEUE_PAYLOAD"; sleep 0.5'
 
 images: setup ## Build the runtime image workqueue-job:<appVersion> (BASE_IMAGE=... to change its base)

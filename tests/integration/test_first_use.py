@@ -9,10 +9,12 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import WORKQUEUE, broker_env, write_tasks
 from workqueue import seed
@@ -358,3 +360,42 @@ def test_workers_and_redis_end_when_run_local_is_killed(tmp_path):
     for leftover in alive:
         leftover.kill()
     assert not alive, [_cmdline(p) for p in alive]
+
+
+def test_run_local_with_metrics_serves_the_queue_while_it_runs_and_stops_the_exporter(tmp_path):
+    # Given run-local asked for metrics, on tasks that wait until the test lets them end
+    write_tasks(tmp_path / "t.txt", 3)
+    release = tmp_path / "release"
+    proc = subprocess.Popen(
+        [*WORKQUEUE, "run-local", "--tasks", str(tmp_path / "t.txt"), "--parallelism", "1",
+         "--metrics", "--", "sh", "-c", f"while [ ! -e {release} ]; do sleep 0.1; done"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # When it prints where the metrics are
+        line = ""
+        while "metrics are at" not in line:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+        url = line.rsplit(" ", 1)[1].strip()
+        # Then they are the queue's: three tasks in the run, once seeded
+        deadline = time.monotonic() + 30
+        samples: dict = {}
+        while samples.get("workqueue_seeded_tasks") != 3.0 and time.monotonic() < deadline:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                samples = {sample.name: sample.value for family in
+                           text_string_to_metric_families(answer.read().decode())
+                           for sample in family.samples}
+            time.sleep(0.2)
+        assert samples.get("workqueue_seeded_tasks") == 3.0, samples
+        exporter = [p for p in _descendants_and_redis(proc) if "exporter" in _cmdline(p)]
+        assert len(exporter) == 1
+        # And once the run ends, so does the exporter
+        release.touch()
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        _gone, alive = psutil.wait_procs(exporter, timeout=10)
+        assert not alive
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)

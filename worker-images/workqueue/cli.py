@@ -333,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes at once (default %(default)s; at most "
                         f"{defaults.LOCAL_WORKERS_PER_CPU} per CPU)")
     p.add_argument("--verbose", action="store_true", help="show each worker's log lines")
+    p.add_argument("--metrics", action="store_true",
+                   help="serve the queue's Prometheus metrics (`workqueue exporter`) on a free "
+                        "loopback port while it runs, and print the URL")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
 
     p = sub.add_parser("dead", help="write the dead-lettered tasks as a task file, to re-run "
@@ -546,7 +549,7 @@ def cmd_run_local(args: argparse.Namespace) -> int:
     run = LocalRun(tasks=args.tasks, command=_command(args), parallelism=args.parallelism,
                    mode=args.mode, queue=args.queue, worker_args=worker_args,
                    fail_on_dead=args.on_dead == "fail", grace_seconds=args.grace_seconds,
-                   verbose=args.verbose)
+                   verbose=args.verbose, metrics=args.metrics)
     CommandHandler(run.command)
     return run_local(run, args.broker_url, password_from_env())
 

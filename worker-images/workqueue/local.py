@@ -167,6 +167,8 @@ class LocalRun:
     fail_on_dead: bool
     grace_seconds: float = defaults.GRACE_SECONDS
     verbose: bool = False
+    metrics: bool = False
+    """Serve the queue's metrics (`workqueue exporter`) on a free loopback port meanwhile."""
 
 
 class _Interrupted(Exception):
@@ -220,6 +222,7 @@ def run_local(run: LocalRun, broker_url: str | None, password: str | None) -> in
         source_files(run.tasks)
     job: _LocalJob | None = None
     local: LocalRedis | None = None
+    exporter: subprocess.Popen[bytes] | None = None
     with _Signals() as signals:
         try:
             local = None if broker_url else LocalRedis().start()
@@ -231,6 +234,8 @@ def run_local(run: LocalRun, broker_url: str | None, password: str | None) -> in
                    "WORKQUEUE_BROKER_URL": broker_url,
                    "WORKQUEUE_QUEUE": run.queue, "WORKQUEUE_BROKER_PASSWORD": password or "",
                    "WORKQUEUE_LOG_LEVEL": "INFO" if run.verbose else "WARNING"}
+            if run.metrics:
+                exporter = _start_exporter(env)
             worker = [*CLI, "work", "--mode", run.mode, *run.worker_args, "--", *run.command]
             job = _LocalJob(worker, env, run.parallelism, completions=None, signals=signals,
                             grace_seconds=run.grace_seconds)
@@ -241,8 +246,34 @@ def run_local(run: LocalRun, broker_url: str | None, password: str | None) -> in
                   file=sys.stderr)
             return EXIT_INTERRUPTED if signals.received == signal.SIGINT else EXIT_STOPPED
         finally:
+            if exporter:
+                _stop(exporter)
             if local:
                 local.cleanup()
+
+
+def _start_exporter(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`workqueue exporter` for the run's queue on a free loopback port; prints its URL."""
+    port = free_port()
+    exporter = subprocess.Popen(
+        [*CLI, "exporter", "--address", "127.0.0.1", "--port", str(port), "--report-every",
+         "5"], env={**env, "WORKQUEUE_LOG_LEVEL": "WARNING"}, **tethered.popen_options())
+    try:
+        wait_for_port(exporter, port, 30, "workqueue exporter")
+    except WorkqueueError:
+        _stop(exporter)
+        raise
+    print(f"run-local: the queue's metrics are at http://127.0.0.1:{port}/metrics", flush=True)
+    return exporter
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _run(run: LocalRun, job: _LocalJob, password: str | None, hint: bool) -> int:
