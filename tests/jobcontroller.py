@@ -27,6 +27,7 @@ import os
 import random
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,12 +200,14 @@ class LocalJob:
                                        stderr=out, start_new_session=True)
         self.pods.append(Pod(process, index, log))
 
-    def signal(self, signum: int, pick: random.Random | None = None) -> Pod | None:
-        """Send ``signum`` to one running pod (a random one with ``pick``), as a deletion
-        (SIGTERM), a forced one past its grace or an OOM kill (SIGKILL) would."""
-        if not self.pods:
+    def signal(self, signum: int, pick: random.Random | None = None,
+               where: Callable[[Pod], bool] = lambda _pod: True) -> Pod | None:
+        """Send ``signum`` to one running pod ``where`` says (a random one with ``pick``), as
+        a deletion (SIGTERM), a forced one past its grace or an OOM kill (SIGKILL) would."""
+        pods = [pod for pod in self.pods if where(pod)]
+        if not pods:
             return None
-        pod = (pick or random).choice(self.pods)
+        pod = (pick or random).choice(pods)
         os.kill(pod.process.pid, signum)
         return pod
 

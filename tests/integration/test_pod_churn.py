@@ -10,6 +10,7 @@ on RabbitMQ, and with backoffLimit raised it went 10 minutes without a worker po
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -19,6 +20,13 @@ from chart_jobs import TIME_SCALE, chart_job
 from conftest import kind_of, write_tasks
 from jobcontroller import LocalJob
 from workqueue import seed
+
+KILL_STREAK = 3
+"""Pods that fail in a row (killed, or index 0 stopped) that the Job controller replaces within
+a minute: 10 + 20 + 40 s of backoff on the cluster's clock. The next one waits 80 s, doubling
+to 10 minutes, until some pod succeeds, whatever a Job spec says (ignored failures count:
+kubernetes#119434, #130881; README: Pod churn). So past that the chaos stops a worker of an
+index above 0, which the chart makes a success; it is that design this test holds."""
 
 
 class Chaos:
@@ -30,18 +38,28 @@ class Chaos:
         self.pick = random.Random(seed_)
         self.next = time.monotonic() + every
         self.done: Counter[str] = Counter()
+        self.streak = 0
+        """Pods failed since the last one this chaos made succeed (an upper bound)."""
 
     def __call__(self, job: LocalJob) -> None:
         if not self.left or time.monotonic() < self.next or not job.pods:
             return
         fault = self.pick.choice(["stop", "stop", "kill", "kill", "restart"])
+        if self.streak >= KILL_STREAK:
+            fault = "stop"
         if fault == "restart" and self.done["restart"] < 2:
             self.server.restart()
         elif fault == "stop":
-            job.signal(signal.SIGTERM, self.pick)
+            to_succeed = self.streak >= KILL_STREAK
+            pod = job.signal(signal.SIGTERM, self.pick,
+                             where=lambda pod: pod.index != 0 or not to_succeed)
+            if pod is None:
+                return
+            self.streak = self.streak + 1 if pod.index == 0 else 0
         else:
             fault = "kill"
             job.signal(signal.SIGKILL, self.pick)
+            self.streak += 1
         self.done[fault] += 1
         self.left -= 1
         self.next = time.monotonic() + self.every
@@ -55,8 +73,10 @@ def test_random_pod_churn_never_fails_or_stalls_the_run(broker, server_for, tmp_
     witness = tmp_path / "witness.txt"
     job = chart_job(broker, server_for, tmp_path,
                     f'echo "$WORKQUEUE_PAYLOAD" >> {witness}; sleep 0.01', tasks)
-    # When 14 faults hit it, one every 0.7 s
-    chaos = Chaos(server, faults=14, every=0.7, seed_=len(str(tmp_path)))
+    # When 14 faults hit it, one every 0.7 s (CHAOS_SEED=N picks the faults of a failed run's
+    # log again; their timing still varies)
+    seed_ = int(os.environ.get("CHAOS_SEED", len(str(tmp_path))))
+    chaos = Chaos(server, faults=14, every=0.7, seed_=seed_)
     verdict = job.run(timeout=400, chaos=chaos)
     # Then the Job completes, counting no failure, and every task is done
     assert verdict.state == "complete", f"{verdict} {chaos.done}\n{job.text()[-4000:]}"
