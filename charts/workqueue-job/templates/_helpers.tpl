@@ -49,6 +49,11 @@ and "<prefix>-broker-client" is a label key (63).
 {{- define "workqueue-job.worker.fullname" -}}
 {{- include "workqueue-job.componentName" (dict "context" . "component" "worker") }}
 {{- end }}
+{{/* Non-empty when the chart serves the queue's metrics: metrics on, in a queue mode. */}}
+{{- define "workqueue-job.queueMetrics" -}}
+{{- if and .Values.metrics.enabled (include "workqueue-job.usesBroker" .) }}true{{ end }}
+{{- end }}
+
 {{/*
 Non-empty when the bundled RabbitMQ's own metrics are exposed: the official image serves them
 (rabbitmq_prometheus, port 15692) whatever the chart does; with metrics on, the broker's Service
@@ -56,13 +61,13 @@ and NetworkPolicy open that port. The pod template is left alone, so turning met
 not restart the broker.
 */}}
 {{- define "workqueue-job.brokerMetrics" -}}
-{{- if and .Values.metrics.enabled (include "workqueue-job.bundledBroker" .) (eq (include "workqueue-job.broker.type" .) "rabbitmq") }}true{{ end }}
+{{- if and (include "workqueue-job.queueMetrics" .) (include "workqueue-job.bundledBroker" .) (eq (include "workqueue-job.broker.type" .) "rabbitmq") }}true{{ end }}
 {{- end }}
 {{- define "workqueue-job.brokerMetricsPort" -}}15692{{- end }}
 
 {{/* Non-empty when each worker serves its own metrics (queue modes only). */}}
 {{- define "workqueue-job.workerMetrics" -}}
-{{- if and .Values.metrics.enabled .Values.metrics.workers.enabled (include "workqueue-job.usesBroker" .) }}true{{ end }}
+{{- if and (include "workqueue-job.queueMetrics" .) .Values.metrics.workers.enabled }}true{{ end }}
 {{- end }}
 {{- define "workqueue-job.metrics.fullname" -}}
 {{- include "workqueue-job.componentName" (dict "context" . "component" "metrics") }}
