@@ -308,7 +308,7 @@ class Runner:
     def _record(self, delivery: Delivery, outcome: Outcome, error: str | None) -> None:
         item = delivery.item
         self.tally.add(outcome)
-        worker_metrics.TASKS.labels(outcome.value).inc()
+        worker_metrics.SETTLED[outcome].inc()
         if outcome is Outcome.RETRY:
             log.warning("task %s failed (attempt %d of %d): %s; will retry", task_text(item),
                         item.attempt, self.config.max_attempts, error)

@@ -14,12 +14,15 @@ import logging
 
 from prometheus_client import Counter, Histogram, start_http_server
 
+from .broker import Outcome
 from .defaults import DURATION_BUCKETS
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 TASKS = Counter("workqueue_worker_tasks", "Tasks this worker settled, by outcome", ["outcome"])
+SETTLED = {outcome: TASKS.labels(outcome.value) for outcome in Outcome}
+"""Each outcome's child counter, looked up once rather than per task."""
 TASK_SECONDS = Histogram("workqueue_worker_task_duration_seconds",
                          "Run time of each task this worker ran", buckets=DURATION_BUCKETS)
 LEASE_RENEWALS = Counter("workqueue_worker_lease_renewals",
