@@ -123,12 +123,7 @@ class LocalRedis:
     def stop(self) -> None:
         """Stop the server (SIGTERM, so AOF is flushed) and wait for it."""
         if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            _stop(self.process)
 
     def restart(self) -> None:
         """Stop and start again on the same port and data (AOF), as after a broker restart."""
@@ -268,6 +263,7 @@ def _start_exporter(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not ended 10 s later."""
     process.terminate()
     try:
         process.wait(10)
