@@ -114,9 +114,7 @@ class RabbitConsumer(Consumer):
         # Deleting a queue cancels its consumers: the next fetch then finds out why.
         channel.add_on_cancel_callback(self._on_cancel)
         if self.owed:
-            pardons.publish(channel, self.broker.names["pardons"], self.owed)
-            channel.tx_commit()
-            self.owed.clear()
+            self._pay_owed(channel)
 
     def _on_lost(self, _exc: BaseException) -> None:
         """What a dropped connection costs: the server puts back what it held."""
@@ -178,10 +176,15 @@ class RabbitConsumer(Consumer):
 
     def _ack(self, tag: int) -> None:
         self.link.channel.basic_ack(tag)
-        self.unacked.discard(tag)
-        self.isolated.discard(tag)
-        self.fetched_alone.discard(tag)
-        self.alone.pop(tag, None)
+        self._forget({tag})
+
+    def _forget(self, tags: set[int]) -> None:
+        """Settled deliveries: no longer held, alone or otherwise."""
+        self.unacked -= tags
+        self.isolated -= tags
+        self.fetched_alone -= tags
+        for tag in tags:
+            self.alone.pop(tag, None)
 
     def fetch(self, count: int) -> Fetch:
         if self.cancelled_by_server:
@@ -375,10 +378,7 @@ class RabbitConsumer(Consumer):
             if not tags & self.isolated and {tag for tag in self.unacked if tag <= last} == tags:
                 # Nothing else unsettled up to `last`: one ack covers the whole batch.
                 self.link.channel.basic_ack(last, multiple=True)
-                self.unacked -= tags
-                self.fetched_alone -= tags
-                for tag in tags:
-                    self.alone.pop(tag, None)
+                self._forget(tags)
             else:
                 for tag in tags:
                     self._ack(tag)
@@ -475,6 +475,12 @@ class RabbitConsumer(Consumer):
         if self.owed:
             self._vouch_aside()
 
+    def _pay_owed(self, channel: BlockingChannel) -> None:
+        """Publish the pardons we owe on transactional ``channel``, then forget them."""
+        pardons.publish(channel, self.broker.names["pardons"], self.owed)
+        channel.tx_commit()
+        self.owed.clear()
+
     def _vouch_aside(self) -> None:
         """Publish the pardons we owe now, on a connection of our own: the tasks we held
         alone wait only a lease for them, while our link stays down until the running task
@@ -488,9 +494,7 @@ class RabbitConsumer(Consumer):
         try:
             channel = connection.channel()
             channel.tx_select()
-            pardons.publish(channel, self.broker.names["pardons"], self.owed)
-            channel.tx_commit()
-            self.owed.clear()
+            self._pay_owed(channel)
         except Exception as exc:
             if not is_link_error(exc):
                 raise
