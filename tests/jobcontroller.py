@@ -70,6 +70,8 @@ class LocalJob:
     succeeded: set[int] = field(default_factory=set)
     """Succeeded indexes (Indexed), or one entry per succeeded pod (NonIndexed)."""
     counted_failures: int = 0
+    counted_logs: list[Path] = field(default_factory=list)
+    """The log of each pod whose failure was counted, for failure messages."""
     failures_since_success: int = 0
     last_failure: float | None = None
     started: int = 0
@@ -172,6 +174,7 @@ class LocalJob:
                                    f"code {code} matching FailJob rule at index {rule}")
         elif action == "Count":
             self.counted_failures += 1
+            self.counted_logs.append(pod.log)
             if self.counted_failures > self.backoff_limit:
                 self.verdict = Verdict("failed", "BackoffLimitExceeded",
                                        "Job has reached the specified backoff limit")
@@ -246,5 +249,12 @@ class LocalJob:
 
     def text(self) -> str:
         """Every pod's log, for failure messages."""
-        return "\n".join(f"== {log.name}\n{log.read_text()}"
-                         for log in sorted(self.logs.glob("pod-*.log")))
+        return self._logs(sorted(self.logs.glob("pod-*.log")))
+
+    def counted_text(self) -> str:
+        """The logs of the pods whose failures were counted, for failure messages."""
+        return self._logs(self.counted_logs)
+
+    @staticmethod
+    def _logs(paths: list[Path]) -> str:
+        return "\n".join(f"== {log.name}\n{log.read_text()}" for log in paths)

@@ -115,7 +115,7 @@ def test_a_vhost_denied_past_a_nodes_boot_is_a_settings_error(rabbitmq_server, m
     # A booting node denies its vhosts until it has recovered them, so a denial is waited out
     # for a while (a pod beside a restarting broker once failed its Job here, exit 2); one that
     # lasts is a wrong vhost, and says so.
-    monkeypatch.setattr(connection, "VHOST_RECOVERY_SECONDS", 1.0)
+    monkeypatch.setattr(connection, "HANDSHAKE_GRACE_SECONDS", 1.0)
     url = rabbitmq_server.url.rsplit("/", 1)[0] + "/no-such-vhost"
     started = time.monotonic()
     with pytest.raises(BrokerAuthError, match="denied access to vhost 'no-such-vhost'"):

@@ -51,7 +51,7 @@ def check_only_the_crashers_died(broker, tasks, crashers, job, verdict, runs, cr
     # The Job fails for the tasks that did fail (onDead: fail), and for nothing else
     assert (verdict.state, verdict.reason) == ("failed", "PodFailurePolicy"), verdict
     assert "exit code 3" in verdict.message
-    assert job.counted_failures == 0
+    assert job.counted_failures == 0, job.counted_text()[-4000:]
     # Exactly the crashing tasks are dead, each after maxAttempts runs charged to it alone
     dead = {item.payload: item for item in broker.dead_items(len(tasks))}
     assert set(dead) == crashers, sorted(dead)

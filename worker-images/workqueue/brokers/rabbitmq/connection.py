@@ -66,8 +66,20 @@ def is_link_error(exc: BaseException) -> bool:
     return isinstance(exc, LINK_ERRORS) and not isinstance(exc, amqp.ConnectionBlockedTimeout)
 
 
-VHOST_RECOVERY_SECONDS = 30.0
-"""How long a denied vhost is taken for one a booting node has not recovered yet."""
+HANDSHAKE_GRACE_SECONDS = 30.0
+"""How long a node that cuts or denies the handshake is taken for one that is booting or
+stopping, not for wrong settings. A booting node takes connections before it has recovered its
+vhosts and denies them meanwhile; a stopping one drops them, and pika then guesses an
+authentication or protocol error from the stage it was at. A pod started beside a restarting
+broker must wait for it, not fail its Job with exit 2 (seen in the pod churn test)."""
+
+
+def login_refused(exc: BaseException) -> bool:
+    """Whether the server itself refused the login (403 ACCESS_REFUSED, or no common
+    mechanism), rather than dropping the connection while the client was logging in."""
+    if isinstance(exc, amqp.ProbableAuthenticationError):
+        return "ACCESS_REFUSED" in str(exc)
+    return isinstance(exc, amqp.AuthenticationError)
 
 
 class Link:
@@ -85,7 +97,7 @@ class Link:
         self.on_open, self.on_lost = on_open, on_lost
         self.connection: pika.BlockingConnection | None = None
         self.channel: BlockingChannel | None = None
-        self.denied_since: float | None = None
+        self.refused_since: float | None = None
 
     def connect(self, timeout: float) -> None:
         """Open the first connection, waiting up to ``timeout`` seconds for the broker (pods
@@ -96,29 +108,23 @@ class Link:
         try:
             connection = pika.BlockingConnection(self.params)
         except (amqp.ProbableAuthenticationError, amqp.AuthenticationError) as exc:
+            if not login_refused(exc):
+                self._wait_out(exc, "dropped the connection while logging in")
             raise BrokerAuthError(
                 f"{self.server} refused user {self.params.credentials.username!r}: check "
                 "WORKQUEUE_BROKER_PASSWORD(_FILE) (in the chart, the broker Secret)"
             ) from exc
         except amqp.ProbableAccessDeniedError as exc:
-            # A node that is booting takes connections before it has recovered its vhosts,
-            # and denies them meanwhile: a pod started beside a restarting broker must wait,
-            # not fail its Job. Past VHOST_RECOVERY_SECONDS the denial is taken as meant.
-            now = time.monotonic()
-            self.denied_since = self.denied_since or now
-            if now - self.denied_since < VHOST_RECOVERY_SECONDS:
-                raise amqp.AMQPConnectionError(
-                    f"vhost {self.params.virtual_host!r} not open yet") from exc
+            self._wait_out(exc, f"vhost {self.params.virtual_host!r} not open yet")
             raise BrokerAuthError(
                 f"{self.server} denied access to vhost {self.params.virtual_host!r}: grant "
                 "the user permissions there or fix the vhost in the URL"
             ) from exc
-        except (AMQPConnectorStackTimeout, amqp.IncompatibleProtocolError) as exc:
-            raise ConfigError(
-                f"{self.server} accepted the connection but did not answer as RabbitMQ "
-                f"within {self.params.stack_timeout:.0f}s: check the port (RabbitMQ "
-                "listens on 5672) and the scheme (amqps:// only for a TLS listener)"
-            ) from exc
+        except amqp.IncompatibleProtocolError as exc:
+            self._wait_out(exc, "dropped the connection at its start")
+            raise self._not_rabbitmq() from exc
+        except AMQPConnectorStackTimeout as exc:
+            raise self._not_rabbitmq() from exc
         try:
             channel = connection.channel()
             if self.on_open is not None:
@@ -128,6 +134,21 @@ class Link:
                 connection.close()
             raise
         self.connection, self.channel = connection, channel
+        self.refused_since = None
+
+    def _wait_out(self, exc: BaseException, what: str) -> None:
+        """A refused or cut handshake is retried as an outage (AMQPConnectionError) until it
+        has lasted HANDSHAKE_GRACE_SECONDS; then the caller says what settings to fix."""
+        now = time.monotonic()
+        self.refused_since = self.refused_since or now
+        if now - self.refused_since < HANDSHAKE_GRACE_SECONDS:
+            raise amqp.AMQPConnectionError(f"{self.server} {what}") from exc
+
+    def _not_rabbitmq(self) -> ConfigError:
+        return ConfigError(
+            f"{self.server} accepted the connection but did not answer as RabbitMQ within "
+            f"{self.params.stack_timeout:.0f}s: check the port (RabbitMQ listens on 5672) and "
+            "the scheme (amqps:// only for a TLS listener)")
 
     def call(self, action: Callable[[BlockingChannel], T], retry: bool = True) -> T:
         """``action(channel)``. A dropped connection is opened again, for up to the outage
