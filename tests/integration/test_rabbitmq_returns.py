@@ -114,3 +114,30 @@ def test_a_task_whose_worker_died_holding_it_alone_is_charged_after_the_lease(
     assert found == []
     [dead] = rabbitmq_broker.dead_items(1)
     assert dead.attempts == 1 and "its worker died while running it" in dead.error
+
+
+def test_a_connection_lost_while_a_fetch_moves_a_returned_task_is_ridden_out(
+        rabbitmq_broker, rabbitmq_server, tmp_path, monkeypatch):
+    # Given tasks returned unstarted from a dead worker's window, which a fetch moves to run
+    # alone, each in a transaction of its own (seen in CI: pod churn, RabbitMQ 3.10, exit 1)
+    write_tasks(tmp_path / "t.txt", TASKS)
+    seed(rabbitmq_broker, str(tmp_path / "t.txt"))
+    hold_and_drop(rabbitmq_broker)
+    consumer = rabbitmq_broker.consumer("mover", 5, 60, MAX_ATTEMPTS)
+    # When the broker drops every connection just as the first of those moves begins
+    move = consumer._move
+    dropped = []
+
+    def drop_then_move(*args, **kwargs):
+        if not dropped:
+            dropped.append(True)
+            rabbitmq_server.close_connections()
+        return move(*args, **kwargs)
+
+    monkeypatch.setattr(consumer, "_move", drop_then_move)
+    # Then the fetch carries on over a new connection instead of failing the worker
+    fetch_within(consumer, 20)
+    consumer.close()
+    assert dropped
+    status = rabbitmq_broker.status()
+    assert (status.dead, status.done + status.pending) == (0, TASKS), status

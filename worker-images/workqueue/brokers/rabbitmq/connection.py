@@ -170,7 +170,10 @@ class Link:
                 self.drop()
                 raise
             except Exception as exc:
-                if not is_link_error(exc):
+                # A settle inside ``action`` (a fetch moving a task that came back) raises
+                # ConnectionLost when the connection drops under it; the whole action is then
+                # run again on a new one, as for a drop anywhere else in it.
+                if not (is_link_error(exc) or (retry and isinstance(exc, ConnectionLost))):
                     raise
                 if self.channel is not None:
                     self.lost(exc)
