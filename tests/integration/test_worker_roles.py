@@ -10,12 +10,14 @@ Job (successPolicy succeededIndexes "0"), so it exits 0 only once the queue is d
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
 from cli_workers import Workers, wait_until
 from conftest import broker_env, write_tasks
 from workqueue import seed
+from workqueue.local import free_port
 from workqueue.errors import EXIT_OK, EXIT_STOPPED
 
 SLOW = ("sh", "-c", "sleep 0.2")
@@ -61,3 +63,21 @@ def test_once_drained_other_indexes_wait_for_index_0(broker, server_for, tmp_pat
     # And the Job controller then stops index 1, which succeeds too
     second.procs[0].send_signal(signal.SIGTERM)
     assert second.wait() == [EXIT_OK], second.text()
+
+
+def test_a_worker_stopped_before_its_broker_answers_exits_0_except_at_index_0(
+        broker, server_for, tmp_path):
+    # Given workers at index 0 and 1 whose broker is not up yet (a port nothing listens on)
+    env = {**broker_env(broker, server_for), "WORKQUEUE_CONNECT_TIMEOUT": "60"}
+    env["WORKQUEUE_BROKER_URL"] = re.sub(r":\d+/", f":{free_port()}/",
+                                         env["WORKQUEUE_BROKER_URL"])
+    waiting = [Workers({**env, "JOB_COMPLETION_INDEX": str(i)}, tmp_path / f"logs-{i}", 1,
+                       "true") for i in (0, 1)]
+    for workers in waiting:
+        wait_until(lambda w=workers: "cannot reach" in w.text(), what="the wait for the broker")
+    # When both pods are stopped (a drain while the broker restarts)
+    for workers in waiting:
+        workers.procs[0].send_signal(signal.SIGTERM)
+    # Then index 1, holding nothing, succeeds, and index 0 exits with the stop code
+    assert waiting[1].wait(30) == [EXIT_OK], waiting[1].text()
+    assert waiting[0].wait(30) == [EXIT_STOPPED], waiting[0].text()

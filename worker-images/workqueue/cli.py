@@ -441,10 +441,19 @@ def cmd_work(args: argparse.Namespace) -> int:
     handler = _handler(args, args.capture_result == "true")
     if args.metrics_port:
         worker_metrics.serve(args.metrics_port)
-    # Before connecting: a pod stopped while its broker is not up yet exits at once.
+    config = _worker_config(args)
+    # Before connecting: a pod stopped while its broker is not up yet exits at once, and, as
+    # one of fine mode's replaceable lives (Job index above 0), it held nothing and succeeds,
+    # so that the Job controller's backoff does not grow (runner.py stop_code).
     signal.signal(signal.SIGTERM, lambda *_: stopping.ask())
-    broker = _open(args)
-    runner = Runner(broker, handler, _worker_config(args))
+    try:
+        broker = _open(args)
+    except stopping.Stopped as exc:
+        if not config.replaceable:
+            raise
+        print(f"workqueue: {exc}; Job index {config.job_index} held no task", file=sys.stderr)
+        return EXIT_OK
+    runner = Runner(broker, handler, config)
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
     try:
         return runner.run()
