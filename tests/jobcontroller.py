@@ -43,6 +43,7 @@ class Pod:
     process: subprocess.Popen[bytes]
     index: int | None
     log: Path
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass

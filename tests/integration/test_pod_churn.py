@@ -27,39 +27,45 @@ a minute: 10 + 20 + 40 s of backoff on the cluster's clock. The next one waits 8
 to 10 minutes, until some pod succeeds, whatever a Job spec says (ignored failures count:
 kubernetes#119434, #130881; README: Pod churn). So past that the chaos stops a worker of an
 index above 0, which the chart makes a success; it is that design this test holds."""
+SETTLED_SECONDS = 1.0
+"""How long a pod runs before the chaos stops it to make it succeed: a process stopped while
+Python is still importing has no SIGTERM handler yet, and dies of the signal (143), as a pod
+deleted in its first moments would."""
 
 
 class Chaos:
     """Every ``every`` seconds one fault at random until ``faults`` have happened: a worker
-    stopped (SIGTERM), a worker killed (SIGKILL), or, at most twice, the broker restarted."""
+    stopped (SIGTERM), a worker killed (SIGKILL), or, at most twice, the broker restarted.
+    It waits for each pod it signalled to end, and reads the failures in a row from the Job
+    model rather than guessing them."""
 
     def __init__(self, server, faults: int, every: float, seed_: int) -> None:
         self.server, self.left, self.every = server, faults, every
         self.pick = random.Random(seed_)
         self.next = time.monotonic() + every
         self.done: Counter[str] = Counter()
-        self.streak = 0
-        """Pods failed since the last one this chaos made succeed (an upper bound)."""
+        self.signalled: list = []
 
     def __call__(self, job: LocalJob) -> None:
-        if not self.left or time.monotonic() < self.next or not job.pods:
+        now = time.monotonic()
+        if (not self.left or now < self.next or not job.pods
+                or any(pod in job.pods for pod in self.signalled)):
             return
         fault = self.pick.choice(["stop", "stop", "kill", "kill", "restart"])
-        if self.streak >= KILL_STREAK:
+        to_succeed = job.failures_since_success >= KILL_STREAK
+        if to_succeed:
             fault = "stop"
         if fault == "restart" and self.done["restart"] < 2:
             self.server.restart()
         elif fault == "stop":
-            to_succeed = self.streak >= KILL_STREAK
-            pod = job.signal(signal.SIGTERM, self.pick,
-                             where=lambda pod: pod.index != 0 or not to_succeed)
+            pod = job.signal(signal.SIGTERM, self.pick, where=lambda pod: not to_succeed or (
+                pod.index != 0 and now - pod.started >= SETTLED_SECONDS))
             if pod is None:
                 return
-            self.streak = self.streak + 1 if pod.index == 0 else 0
+            self.signalled.append(pod)
         else:
             fault = "kill"
-            job.signal(signal.SIGKILL, self.pick)
-            self.streak += 1
+            self.signalled.append(job.signal(signal.SIGKILL, self.pick))
         self.done[fault] += 1
         self.left -= 1
         self.next = time.monotonic() + self.every
