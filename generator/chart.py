@@ -12,7 +12,12 @@ import yaml
 
 from .errors import GeneratorError
 
-DEFAULT_CHART = Path(__file__).resolve().parent.parent / "charts" / "workqueue-job"
+PACKAGED_CHART = Path(__file__).resolve().parent / "chart_files"
+"""What an installed wheel carries of the chart: its Chart.yaml, values.yaml and schema, copied
+from charts/workqueue-job when the wheel is built (pyproject.toml, generator.chart_files)."""
+DEFAULT_CHART = (PACKAGED_CHART if PACKAGED_CHART.is_dir()
+                 else Path(__file__).resolve().parent.parent / "charts" / "workqueue-job")
+"""The packaged chart files in an installed wheel; in a checkout, the chart itself."""
 
 
 @dataclass(frozen=True)
@@ -20,7 +25,14 @@ class Chart:
     path: Path
     defaults: dict[str, Any]
     schema: dict[str, Any]
+    version: str
     app_version: str
+
+    @property
+    def installable(self) -> bool:
+        """Whether ``path`` is a whole chart that `helm install` can take (not only the files
+        a wheel carries for the generator)."""
+        return (self.path / "templates").is_dir()
 
 
 def load_chart(path: Path = DEFAULT_CHART) -> Chart:
@@ -31,10 +43,11 @@ def load_chart(path: Path = DEFAULT_CHART) -> Chart:
         meta = yaml.safe_load((path / "Chart.yaml").read_text())
     except OSError as exc:
         raise GeneratorError(
-            f"cannot read the chart at {path} ({exc.strerror}); run from a workqueue-job checkout "
-            "or pass --chart PATH"
+            f"cannot read the chart at {path} ({exc.strerror}); reinstall workqueue-job, run "
+            "from a checkout, or pass --chart PATH"
         ) from None
-    return Chart(path, defaults, schema, str(meta.get("appVersion", "")))
+    return Chart(path, defaults, schema, str(meta.get("version", "")),
+                 str(meta.get("appVersion", "")))
 
 
 def merged(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

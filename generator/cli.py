@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -122,8 +121,10 @@ def _write_values(result: Result, output: Path | None) -> None:
 def _report(result: Result, options: Options) -> None:
     # Written to stdout, the values went wherever the shell sent them: name no file for them.
     values = shlex.quote(str(options.output)) if options.output else "VALUES_FILE"
-    install = (f"  helm install {options.name} {os.path.relpath(options.chart)} -f {values}"
+    install = (f"  helm install {options.name} {result.chart_ref} -f {values}"
                + ("" if options.output else "   (VALUES_FILE: where you saved this output)"))
+    if result.chart_ref.startswith("oci://REGISTRY/"):
+        install += "\n  (REGISTRY: where the chart is published, e.g. by make publish)"
     tasks = plural(result.count, "task")
     if not result.config_maps:
         print(f"generator: {tasks}, inline in the values. Install:\n{install}", file=sys.stderr)

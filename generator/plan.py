@@ -68,6 +68,9 @@ class Result:
     count: int
     config_maps: list[str] = field(default_factory=list)
     manifest: Path | None = None
+    chart_ref: str = ""
+    """What `helm install` takes for the chart: the checkout's folder, or, for the files a
+    wheel carries, the published chart at this version."""
 
 
 def _environment() -> Environment:
@@ -230,9 +233,16 @@ def _finish(options: Options, chart: Chart, env: Environment, tasks: list[str], 
         command=values["worker"]["command"], parallelism=values["worker"]["parallelism"],
         max_attempts=values["worker"]["maxAttempts"],
         task_timeout=values["worker"].get("taskTimeoutSeconds"),
-        retry_delay=values["worker"].get("retryDelaySeconds"), checksum=checksum)
+        retry_delay=values["worker"].get("retryDelaySeconds"), checksum=checksum,
+        chart_version=chart.version)
     # What is written must be what was checked: parse it back.
     if yaml.safe_load(text) != values:
         raise GeneratorError("internal error: the rendered values do not read back as built; "
                              "please report this with the task file")
-    return Result(text, count, config_maps, manifest)
+    return Result(text, count, config_maps, manifest, _chart_ref(chart))
+
+
+def _chart_ref(chart: Chart) -> str:
+    if chart.installable:
+        return os.path.relpath(chart.path)
+    return f"oci://REGISTRY/charts/workqueue-job --version {chart.version}"
