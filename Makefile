@@ -17,7 +17,7 @@ CHECK_WORKERS ?= 4
 # past their bounds on 2 cores (docs/testing.md). The chart and unit tests only compute, so
 # make check runs four.
 
-.PHONY: help setup lint check test test-unit demo images e2e bench clean
+.PHONY: help setup lint check test test-unit demo images e2e bench changes readme package publish clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ lint: setup ## ruff, and helm lint --strict with helm 4 and helm 3
 	else echo "lint: no chart yet; skipping helm lint"; fi
 
 check: setup lint ## The inner loop while editing: lint, unit and chart tests but the slow ones (under 2 min)
-	$(PYTEST) -q -n $(CHECK_WORKERS) -m "not slow" tests/unit tests/chart
+	$(PYTEST) -q -n $(CHECK_WORKERS) -m "not slow" tests/unit tests/chart tests/release
 
 test: setup lint ## Lint, then every test that runs here (not e2e), in parallel processes
 	$(PYTEST) -q -n $(PYTEST_WORKERS) --durations=40 --durations-min=10 tests --ignore=tests/e2e
@@ -57,6 +57,27 @@ e2e: setup ## Deploy to kind (or the cluster in KUBECONFIG) and run every broker
 
 bench: setup ## Throughput, seeding, generator and memory vs the docs' protocols (~6 min)
 	$(PYTHON) -m bench --write docs/benchmarks.md
+
+VERSION := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
+DIST ?= dist
+
+changes: ## Copy CHANGELOG.md's entry for the chart's version into Chart.yaml (artifacthub.io/changes)
+	$(PYTHON) scripts/chart_changes.py
+
+readme: ## Regenerate the chart README's table of values from values.yaml's comments
+	$(PYTHON) scripts/values_table.py
+
+package: setup ## Write the chart (linted), a wheel and an sdist to dist/ (DIST=... elsewhere)
+	@$(PYTHON) scripts/chart_changes.py --check && $(PYTHON) scripts/values_table.py --check
+	helm lint --strict $(CHART) >/dev/null && $(HELM3) lint --strict $(CHART) >/dev/null
+	@mkdir -p $(DIST)
+	helm package $(CHART) --destination $(DIST)
+	@# The wheel is built from the sdist, as pip would: what the sdist lacks, the wheel lacks.
+	$(PYTHON) -m build --outdir $(DIST) . > $(DIST)/build.log 2>&1 || { tail -20 $(DIST)/build.log; exit 1; }
+	@ls -1 $(DIST)/workqueue-job-$(VERSION).tgz $(DIST)/workqueue_job-$(VERSION)*
+
+publish: ## Push dist/'s chart to oci://REGISTRY/charts and the image to REGISTRY (PLAIN_HTTP=1 for http; IMAGE=0: chart only)
+	@REGISTRY='$(REGISTRY)' PLAIN_HTTP='$(PLAIN_HTTP)' IMAGE='$(IMAGE)' VERSION='$(VERSION)' 	  bash scripts/publish.sh
 
 clean: ## Remove .venv, .tools and caches
 	rm -rf .venv .tools .pytest_cache .ruff_cache .hypothesis dist

@@ -116,17 +116,18 @@ setup_kubectl() {
   ready "kubectl $("$tools/bin/kubectl" version --client 2>/dev/null | head -1 | sed 's/.*: //')"
 }
 
-# The tests start their own redis-server, rabbitmq-server and prometheus (which scrapes the
-# exporter); docker.io and debootstrap serve the image smoke test. Installed through apt only
+# The tests start their own redis-server, rabbitmq-server, prometheus (which scrapes the
+# exporter) and docker-registry (make publish goes to it); docker.io and debootstrap serve the
+# image smoke test. Installed through apt only
 # where apt can be used (root on Debian/Ubuntu).
 setup_system_packages() {
   local missing=() cmd pkg
-  for pair in redis-server:redis-server rabbitmq-server:rabbitmq-server prometheus:prometheus dockerd:docker.io debootstrap:debootstrap; do
+  for pair in redis-server:redis-server rabbitmq-server:rabbitmq-server prometheus:prometheus docker-registry:docker-registry dockerd:docker.io debootstrap:debootstrap; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null || missing+=("$pkg")
   done
   if [ ${#missing[@]} -eq 0 ]; then
-    ready "prometheus, docker.io and debootstrap installed"
+    ready "prometheus, docker-registry, docker.io and debootstrap installed"
   elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing with apt: ${missing[*]}"
     apt-get update -qq

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from workqueue.local import free_port, wait_for_port
+from workqueue.local import free_port, stop_process, wait_for_port
 
 START_SECONDS = 30.0
 
@@ -73,10 +73,5 @@ class Prometheus:
         raise AssertionError(f"prometheus had no value for {expression} in {timeout:.0f}s")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process)
         self.log.close()

@@ -1,25 +1,19 @@
-"""The README's quick start, run as written from a fresh shell: no PATH of ours, no file that
-the README does not ship. Only `make setup` is left out (the suite runs after it), and the
-`helm install` runs as a client-side dry run, since there is no cluster here."""
+"""The README's quick start from a checkout, run as written from a fresh shell: no PATH of
+ours, no file that the README does not ship. Only `make setup` is left out (the suite runs after
+it), and the `helm install` runs as a client-side dry run, since there is no cluster here. The
+quick start from a registry is run in tests/release/test_packages.py, against a real one."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 
+from readme import quick_start
 from render import ROOT
 
 
-def quick_start() -> list[str]:
-    """The first sh block of the README, as commands (continuation lines joined)."""
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```sh\n(.*?)```", readme, re.S).group(1)
-    return [line for line in block.replace("\\\n", "").splitlines() if line.strip()]
-
-
 def test_the_quick_start_runs_verbatim_in_a_fresh_shell(tmp_path):
-    commands = quick_start()
-    assert commands[0].startswith("make setup")
+    commands = quick_start("make setup")
     script = "\n".join(["set -e", f"cd {ROOT}", *commands[1:]])
     assert "helm install myjob" in script
     script = script.replace("helm install myjob", "helm install --dry-run=client myjob")

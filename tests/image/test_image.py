@@ -12,9 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import VERSIONS, unique_queue
 from docker_engine import docker, docker_lock, ensure_base_image, ensure_engine
+from registry import Registry
+from render import helm
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -108,3 +111,26 @@ def test_a_base_image_that_cannot_be_had_is_one_line_naming_base_image():
         "images: error: cannot get the base image no-such-base-image:0")
     assert "make images BASE_IMAGE=" in build.stderr
     assert "Warning" not in build.stdout + build.stderr
+
+
+def test_make_publish_pushes_the_image_beside_the_chart(image, tmp_path):
+    # Given a packaged chart and a real registry on loopback
+    version = yaml.safe_load((ROOT / "charts" / "workqueue-job" / "Chart.yaml").read_text())[
+        "version"]
+    packaged = helm("helm4", "package", str(ROOT / "charts" / "workqueue-job"),
+                    "--destination", str(tmp_path))
+    assert packaged.returncode == 0, packaged.stderr
+    registry = Registry(tmp_path)
+    try:
+        # When make publish pushes both (Docker takes a loopback registry over plain HTTP)
+        publish = subprocess.run(
+            ["make", "--no-print-directory", "-C", str(ROOT), "publish",
+             f"REGISTRY={registry.host}/wq", "PLAIN_HTTP=1", f"DIST={tmp_path}",
+             f"LOCAL_IMAGE={image}"], capture_output=True, text=True, timeout=600)
+        assert publish.returncode == 0, publish.stdout + publish.stderr
+        # Then the registry holds the image and the chart, each at the version
+        assert registry.tags("wq/workqueue-job") == [version]
+        assert registry.tags("wq/charts/workqueue-job") == [version]
+    finally:
+        registry.stop()
+        docker("image", "rm", f"{registry.host}/wq/workqueue-job:{version}", check=False)

@@ -17,8 +17,8 @@ import time
 from cli_workers import Workers, wait_until
 from conftest import broker_env, write_tasks
 from workqueue import seed
-from workqueue.local import free_port
 from workqueue.errors import EXIT_OK, EXIT_STOPPED
+from workqueue.local import free_port
 
 SLOW = ("sh", "-c", "sleep 0.2")
 

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import version as package_version
 from typing import NoReturn
 
 from . import defaults, stopping, worker_metrics
@@ -270,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrors(
         prog="workqueue", description="Reliable work queues on Redis or RabbitMQ.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {package_version('workqueue-job')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("seed", help="write a task list to the queue (idempotent)")

@@ -123,7 +123,7 @@ class LocalRedis:
     def stop(self) -> None:
         """Stop the server (SIGTERM, so AOF is flushed) and wait for it."""
         if self.process and self.process.poll() is None:
-            _stop(self.process)
+            stop_process(self.process)
 
     def restart(self) -> None:
         """Stop and start again on the same port and data (AOF), as after a broker restart."""
@@ -242,7 +242,7 @@ def run_local(run: LocalRun, broker_url: str | None, password: str | None) -> in
             return EXIT_INTERRUPTED if signals.received == signal.SIGINT else EXIT_STOPPED
         finally:
             if exporter:
-                _stop(exporter)
+                stop_process(exporter)
             if local:
                 local.cleanup()
 
@@ -256,13 +256,13 @@ def _start_exporter(env: dict[str, str]) -> subprocess.Popen[bytes]:
     try:
         wait_for_port(exporter, port, 30, "workqueue exporter")
     except WorkqueueError:
-        _stop(exporter)
+        stop_process(exporter)
         raise
     print(f"run-local: the queue's metrics are at http://127.0.0.1:{port}/metrics", flush=True)
     return exporter
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, and SIGKILL if it has not ended 10 s later."""
     process.terminate()
     try:
