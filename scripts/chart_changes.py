@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from generated import write_or_check
+
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = {"Breaking": "changed", "Changed": "changed", "Added": "added", "Fixed": "fixed",
          "Removed": "removed", "Deprecated": "deprecated", "Security": "security"}
@@ -82,16 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     except ChangelogError as exc:
         print(f"changes: error: {exc}", file=sys.stderr)
         return 1
-    wanted = with_annotation(text, block)
-    if wanted == text:
-        return 0
-    if args.check:
-        print(f"changes: error: {chart_file}'s {ANNOTATION} differs from CHANGELOG.md's "
-              f"[{version}] entry; run make changes", file=sys.stderr)
-        return 1
-    chart_file.write_text(wanted)
-    print(f"changes: {chart_file} now lists CHANGELOG.md's [{version}] entry")
-    return 0
+    return write_or_check(
+        chart_file, text, with_annotation(text, block), args.check, "changes",
+        stale=f"{chart_file}'s {ANNOTATION} differs from CHANGELOG.md's [{version}] entry; "
+              "run make changes",
+        written=f"{chart_file} now lists CHANGELOG.md's [{version}] entry")
 
 
 if __name__ == "__main__":

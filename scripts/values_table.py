@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from generated import write_or_check
+
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- values:start -->", "<!-- values:end -->"
 KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.-]+):(?: |$)")
@@ -113,15 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"values-table: error: {readme_file}: {exc}", file=sys.stderr)
         return 1
-    if wanted == readme:
-        return 0
-    if args.check:
-        print(f"values-table: error: {readme_file}'s table of values differs from values.yaml; "
-              "run make readme", file=sys.stderr)
-        return 1
-    readme_file.write_text(wanted)
-    print(f"values-table: {readme_file} lists {len(rows(values_text))} values")
-    return 0
+    return write_or_check(
+        readme_file, readme, wanted, args.check, "values-table",
+        stale=f"{readme_file}'s table of values differs from values.yaml; run make readme",
+        written=f"{readme_file} lists {len(rows(values_text))} values")
 
 
 if __name__ == "__main__":
