@@ -18,8 +18,8 @@ from .plan import INLINE_MAX_BYTES, AtomicFile, Options, Result, generate
 
 EXAMPLES = """\
 examples:
-  python -m generator tasks.txt -o values.yaml
-  helm install myjob charts/workqueue-job -f values.yaml
+  python -m generator tasks.txt -o values.yaml      # or: workqueue-generator tasks.txt ...
+  helm install myjob charts/workqueue-job -f values.yaml    # or oci://REGISTRY/charts/...
 
   # one pod per task, on RabbitMQ, with your image and program ({} becomes the task)
   python -m generator frames.txt --mode coarse --broker rabbitmq \\
@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inline-max-bytes", type=positive_int, default=INLINE_MAX_BYTES,
                         help="largest task list kept inline in the values (default %(default)s)")
     parser.add_argument("--chart", type=Path, default=DEFAULT_CHART,
-                        help="the chart to check the values against (default: this checkout's)")
+                        help="the chart to check the values against (default: the one this "
+                             "package was built with: a checkout's, or the files its wheel "
+                             "carries)")
     return parser
 
 
