@@ -70,9 +70,8 @@ class LocalJob:
     """(index, exit code) of every pod that ended, in order."""
     succeeded: set[int] = field(default_factory=set)
     """Succeeded indexes (Indexed), or one entry per succeeded pod (NonIndexed)."""
-    counted_failures: int = 0
     counted_logs: list[Path] = field(default_factory=list)
-    """The log of each pod whose failure was counted, for failure messages."""
+    """The log of each pod whose failure was counted against backoffLimit."""
     failures_since_success: int = 0
     last_failure: float | None = None
     started: int = 0
@@ -80,6 +79,10 @@ class LocalJob:
     longest_without_pods: float = 0.0
     """The longest time no pod ran while the Job was unfinished: a stalled run."""
     _no_pods_since: float | None = None
+
+    @property
+    def counted_failures(self) -> int:
+        return len(self.counted_logs)
 
     def __post_init__(self) -> None:
         spec = self.job["spec"]
@@ -174,7 +177,6 @@ class LocalJob:
                                    f"Container worker for pod {pod.process.pid} failed with exit "
                                    f"code {code} matching FailJob rule at index {rule}")
         elif action == "Count":
-            self.counted_failures += 1
             self.counted_logs.append(pod.log)
             if self.counted_failures > self.backoff_limit:
                 self.verdict = Verdict("failed", "BackoffLimitExceeded",

@@ -15,6 +15,7 @@ import pytest
 from workqueue.local import free_port, stop_process, wait_for_port
 
 START_SECONDS = 30.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Registry:
@@ -35,6 +36,14 @@ class Registry:
         self.process = subprocess.Popen([binary, "serve", str(config)], stdout=self.log,
                                         stderr=subprocess.STDOUT)
         wait_for_port(self.process, self.port, START_SECONDS, "docker-registry")
+
+    def publish(self, dist: Path, *settings: str) -> subprocess.CompletedProcess[str]:
+        """`make publish` to this registry under /wq, over plain HTTP, of the chart in ``dist``
+        (and the image, unless ``settings`` say IMAGE=0)."""
+        return subprocess.run(
+            ["make", "--no-print-directory", "-C", str(ROOT), "publish", f"REGISTRY={self.host}/wq",
+             "PLAIN_HTTP=1", f"DIST={dist}", *settings], capture_output=True, text=True,
+            timeout=600)
 
     def tags(self, repository: str) -> list[str]:
         """The tags the registry holds for ``repository`` (its HTTP API v2)."""

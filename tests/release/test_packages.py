@@ -27,10 +27,9 @@ VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
 TASKS = ["plain", "with space", "quote's \"double\"", "ünïcødé ✓", "  leading", "a,b;c|d"]
 
 
-def make(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def make(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +52,7 @@ def registry(tmp_path_factory):
 @pytest.fixture(scope="module")
 def published(dist, registry) -> str:
     """The chart pushed to the registry by `make publish`; its oci:// reference."""
-    publish = make("publish", f"REGISTRY={registry.host}/wq", "PLAIN_HTTP=1", "IMAGE=0",
-                   f"DIST={dist}")
+    publish = registry.publish(dist, "IMAGE=0")
     assert publish.returncode == 0, publish.stdout + publish.stderr
     assert f"helm install myjob oci://{registry.host}/wq/charts/workqueue-job --version " \
            f"{VERSION} --plain-http" in publish.stdout

@@ -55,7 +55,7 @@ def run_worker(func: Callable[[Item], object], broker: Broker | None = None,
         try:
             broker = broker or settings.broker()
         except stopping.Stopped:
-            return stopping.Stopped.exit_code
+            return config.stop_code
     runner = Runner(broker, FunctionHandler(func), config)
     # Outside the main thread signal() raises ValueError; the caller then handles shutdown.
     with contextlib.suppress(ValueError):

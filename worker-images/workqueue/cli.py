@@ -266,13 +266,25 @@ class OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class PackageVersion(argparse.Action):
+    """--version: the installed package's version, looked up only when asked for (the
+    metadata lookup costs a millisecond, and coarse mode starts a process per task)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **_kwargs: object) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                         nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> NoReturn:
+        print(f"{parser.prog} {package_version('workqueue-job')}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by tests to list the subcommands)."""
     parser = OneLineErrors(
         prog="workqueue", description="Reliable work queues on Redis or RabbitMQ.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version",
-                        version=f"%(prog)s {package_version('workqueue-job')}")
+    parser.add_argument("--version", action=PackageVersion)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("seed", help="write a task list to the queue (idempotent)")
@@ -445,17 +457,15 @@ def cmd_work(args: argparse.Namespace) -> int:
     if args.metrics_port:
         worker_metrics.serve(args.metrics_port)
     config = _worker_config(args)
-    # Before connecting: a pod stopped while its broker is not up yet exits at once, and, as
-    # one of fine mode's replaceable lives (Job index above 0), it held nothing and succeeds,
-    # so that the Job controller's backoff does not grow (runner.py stop_code).
+    # Before connecting: a pod stopped while its broker is not up yet exits at once, with the
+    # code of any stop (WorkerConfig.stop_code: 0 for a replaceable life, so that the Job
+    # controller's backoff does not grow).
     signal.signal(signal.SIGTERM, lambda *_: stopping.ask())
     try:
         broker = _open(args)
     except stopping.Stopped as exc:
-        if not config.replaceable:
-            raise
-        print(f"workqueue: {exc}; Job index {config.job_index} held no task", file=sys.stderr)
-        return EXIT_OK
+        print(f"workqueue: {exc}; it held no task", file=sys.stderr)
+        return config.stop_code
     runner = Runner(broker, handler, config)
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
     try:

@@ -86,6 +86,12 @@ class WorkerConfig:
         """Whether this worker is one of the Indexed Job's replaceable lives (index above 0)."""
         return self.mode == "fine" and bool(self.job_index)
 
+    @property
+    def stop_code(self) -> int:
+        """The exit code of a worker stopped before the end, its leases given back (or, stopped
+        before its broker answered, holding none): 0 for a replaceable life, else 143."""
+        return EXIT_OK if self.replaceable else EXIT_STOPPED
+
 
 @dataclass
 class Tally:
@@ -136,11 +142,6 @@ class Runner:
             self._stopping = True
             # Every wait of the process (a broker that is away, say) ends too.
             stopping.ask()
-
-    @property
-    def stop_code(self) -> int:
-        """The exit code of a worker that stopped before the end, its leases given back."""
-        return EXIT_OK if self.config.replaceable else EXIT_STOPPED
 
     def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less once a stop is requested."""
@@ -193,10 +194,10 @@ class Runner:
                     if self.tally.settled:
                         return self._finish("settled its one item (coarse mode)")
             log.info("worker %s: stopped by SIGTERM; %s", self.worker_id, self._summary())
-            return self.stop_code
+            return self.config.stop_code
         except stopping.Stopped as exc:
             log.warning("worker %s: %s; %s", self.worker_id, exc, self._summary())
-            return self.stop_code
+            return self.config.stop_code
         finally:
             supervisor.finish()
             self._wind_down(consumer, done)
