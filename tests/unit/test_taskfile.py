@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from workqueue import taskfile
 from workqueue.defaults import MAX_PAYLOAD_BYTES
 from workqueue.errors import TaskSourceError
 from workqueue.taskfile import iter_tasks, scan_tasks
@@ -78,3 +81,58 @@ def test_text_round_trip_keeps_every_line(tmp_path_factory, lines):
     path = tmp_path_factory.mktemp("rt") / "t.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert list(iter_tasks(str(path))) == lines
+
+
+def _line_by_line(path: str, fmt: str) -> list[str] | str:
+    """The reference: every line through the careful parser, or its error."""
+    try:
+        with open(path, "rb") as stream:
+            return [payload for _start, payload in taskfile._parse_at(stream, path, fmt)]
+    except TaskSourceError as exc:
+        return str(exc)
+
+
+def _in_blocks(path: str, fmt: str) -> list[str] | str:
+    try:
+        return list(iter_tasks(path, fmt))
+    except TaskSourceError as exc:
+        return str(exc)
+
+
+LINE_PIECES = st.sampled_from([
+    b"a", b"  b ", b"#c", b"  # d", b"", b" ", b"\r", b"\xef\xbb\xbf", b"\xff", b"\xc3\xa9",
+    b'"s"', b'{"k": [1, 2]}', b"7", b"1e5", b"{bad", b"\xe2\x80\xa8", b"\x85", b"\t",
+])
+
+
+@given(lines=st.lists(st.lists(LINE_PIECES, max_size=4).map(b"".join), max_size=12),
+       start=st.sampled_from([b"", b"\xef\xbb\xbf"]), end=st.sampled_from([b"", b"\n", b"\r\n"]),
+       block=st.integers(1, 9),
+       fmt=st.sampled_from(["text", "jsonl"]))
+def test_blocks_read_what_the_line_by_line_parser_reads(tmp_path_factory, lines, start, end,
+                                                        block, fmt):
+    """Blocks of any size, cut anywhere, give the same payloads as parsing line by line, and
+    the same one-line error naming the same line."""
+    path = tmp_path_factory.mktemp("blocks") / "t"
+    path.write_bytes(start + b"\n".join(lines) + end)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(taskfile, "BLOCK_BYTES", block)
+        assert _in_blocks(str(path), fmt) == _line_by_line(str(path), fmt)
+
+
+def test_a_payload_near_the_limit_is_measured_in_a_block_of_short_ones(tmp_path):
+    """Short tasks take the fast path; a long one among them is still measured in bytes."""
+    over = "é" * (MAX_PAYLOAD_BYTES // 2 + 1)  # under the limit in characters, over in bytes
+    path = write(tmp_path, ("a\n" * 100 + over + "\n").encode())
+    with pytest.raises(TaskSourceError, match=r"tasks.txt:101: task is \d+ bytes"):
+        list(iter_tasks(path))
+
+
+def test_fingerprint_is_each_payloads_length_then_its_bytes(tmp_path):
+    """A seeder resumed by a newer version compares this fingerprint with the one stored by
+    the older: its definition must not change with how it is computed."""
+    expected = hashlib.sha256()
+    for payload in ["a", "é z", "a"]:
+        data = payload.encode()
+        expected.update(len(data).to_bytes(8, "big") + data)
+    assert scan_tasks(write(tmp_path, "a\né z\na\n".encode())).fingerprint == expected.hexdigest()

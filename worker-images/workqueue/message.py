@@ -37,9 +37,14 @@ def task_text(item: Item) -> str:
     return f"{item.id} ({payload_text(item.payload)})"
 
 
+ITEM_ID_FORMAT = "%08d"
+"""A task's id from its 0-based index, as a printf format: Redis's seeding script formats ids
+with it too (Lua's string.format)."""
+
+
 def item_id(index: int) -> str:
     """The id of the task at 0-based ``index`` of the task list; stable across re-seeding."""
-    return f"{index:08d}"
+    return ITEM_ID_FORMAT % index
 
 
 def encode(item_id_: str, payload: str) -> bytes:

@@ -37,7 +37,7 @@ from ..errors import (
     lost_state_message,
     other_run_message,
 )
-from ..message import Item, item_id
+from ..message import ITEM_ID_FORMAT, Item
 from ..report import TaskRecord
 from .outage import Outage, retry_until, unreachable_fix
 
@@ -181,11 +181,8 @@ class RedisBroker(Broker):
         )
 
     def seed_batch(self, state: SeedState, payloads: Sequence[str]) -> SeedState:
-        batch = []
-        for offset, payload in enumerate(payloads):
-            batch += (item_id(state.cursor + offset), payload)
         args = (state.cursor, state.fingerprint, state.total, state.run or "",
-                json.dumps(batch, ensure_ascii=False))
+                json.dumps(payloads, ensure_ascii=False), ITEM_ID_FORMAT)
         try:
             cursor = int(self.run("enqueue", *args))
         except redis.ResponseError as exc:
