@@ -55,7 +55,7 @@ e2e: setup ## Deploy to kind (or the cluster in KUBECONFIG) and run every broker
 	  if [ -n "$$why" ]; then echo "e2e: skipped: $$why"; exit 0; fi; \
 	  $(PYTEST) -s -q -rs tests/e2e
 
-bench: setup ## Throughput, seeding, generator and memory vs the docs' protocols (~6 min)
+bench: setup ## Throughput, seeding, generator and memory vs the docs' protocols (~23 min)
 	$(PYTHON) -m bench --write docs/benchmarks.md
 
 VERSION := $(shell sed -n 's/^version: *//p' $(CHART)/Chart.yaml)
