@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import pika.exceptions as amqp
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.spec import Basic
 
 from ...broker import Broker, Consumer, DeadItem, SeedState, Status
 from ...defaults import CONNECT_TIMEOUT_SECONDS, OUTAGE_SECONDS
@@ -26,6 +27,9 @@ from .messages import (
 )
 
 log = logging.getLogger(__name__)
+
+CURSOR_WAIT_SECONDS = 10.0
+"""Longest the seeder waits for a reader to hand the cursor back (it holds it milliseconds)."""
 
 
 class RabbitMQBroker(Broker):
@@ -161,7 +165,7 @@ class RabbitMQBroker(Broker):
         """Swap the cursor message for ``new`` in the same transaction as the batch. Run again
         after a dropped connection, it finds ``new`` already there if the first commit landed,
         and keeps that instead of seeding the batch twice."""
-        method, _props, body = channel.basic_get(self.names["seed"])
+        method, body = self._take_cursor(channel, expected=old.cursor > 0)
         held = json.loads(body) if method else {}
         if (held.get("cursor", 0), bool(held.get("complete"))) == (new.cursor, new.complete):
             # Drop this attempt's publishes, and hand the cursor back for the next batch.
@@ -184,6 +188,18 @@ class RabbitMQBroker(Broker):
                 "at": round(time.time(), 3)}), persistent())
         channel.tx_commit()
         return new
+
+    def _take_cursor(self, channel: BlockingChannel,
+                     expected: bool) -> tuple[Basic.GetOk | None, bytes]:
+        """Take the cursor message. A reader (`status`, the exporter) peeks it by taking it and
+        handing it back, so while ``expected`` it may be away for a moment: it is waited for,
+        rather than taken for a cursor another seeder moved."""
+        deadline = time.monotonic() + CURSOR_WAIT_SECONDS
+        while True:
+            method, _props, body = channel.basic_get(self.names["seed"])
+            if method is not None or not expected or time.monotonic() > deadline:
+                return method, body
+            time.sleep(0.02)
 
     def consumer(self, worker_id: str, prefetch: int, lease_seconds: float,
                  max_attempts: int, run_id: str | None = None) -> Consumer:
