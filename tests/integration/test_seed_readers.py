@@ -11,33 +11,31 @@ import os
 import subprocess
 import time
 
-from conftest import WORKQUEUE, unique_queue, write_tasks
-from workqueue.brokers.rabbitmq import RabbitMQBroker
+from conftest import WORKQUEUE, broker_env, write_tasks
 from workqueue.errors import EXIT_OK
 
+SEED_BOUND_SECONDS = 60
+"""Longest the seeder may take here (it takes about a second): a run must never hang."""
 
-def test_reading_the_progress_never_stops_a_seeder(rabbitmq_server, tmp_path):
+
+def test_reading_the_progress_never_stops_a_seeder(rabbitmq_broker, server_for, tmp_path):
     # Given a seeder at work, in small batches
-    queue = unique_queue()
     write_tasks(tmp_path / "tasks.txt", 1000)
-    env = {**os.environ, "WORKQUEUE_BROKER_URL": rabbitmq_server.url,
-           "WORKQUEUE_BROKER_PASSWORD": rabbitmq_server.password, "WORKQUEUE_QUEUE": queue,
-           "WORKQUEUE_RUN_ID": "r1"}
-    reader = RabbitMQBroker(rabbitmq_server.url, queue, rabbitmq_server.password)
+    env = {**os.environ, **broker_env(rabbitmq_broker, server_for), "WORKQUEUE_RUN_ID": "r1"}
     seeder = subprocess.Popen([*WORKQUEUE, "seed", "--tasks", str(tmp_path / "tasks.txt"),
                                "--batch-size", "2"], text=True, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # When its progress is read all the while
-        while seeder.poll() is None:
-            reader.seed_state()
+        deadline = time.monotonic() + SEED_BOUND_SECONDS
+        while seeder.poll() is None and time.monotonic() < deadline:
+            rabbitmq_broker.seed_state()
             time.sleep(0.01)
         # Then it never takes a cursor held for a moment for one moved by another seeder
-        _out, err = seeder.communicate(timeout=60)
+        _out, err = seeder.communicate(timeout=10)
         assert seeder.returncode == EXIT_OK, err
-        assert reader.status().total == 1000
+        assert rabbitmq_broker.status().total == 1000
     finally:
         if seeder.poll() is None:
             seeder.kill()
-        reader.purge()
-        reader.close()
+            seeder.wait(10)
