@@ -80,6 +80,7 @@ def test_rabbitmq_boots_and_serves_with_the_charts_settings(tmp_path, version):
         node.cleanup()
 
 
+@pytest.mark.slow
 def test_the_default_redis_holds_a_million_100_byte_tasks_and_their_report(tmp_path):
     # Given Redis capped as the chart caps it at its default limit
     flags = rendered_redis_flags(str(CHART_DEFAULTS["broker"]["redis"]["resources"]["limits"][

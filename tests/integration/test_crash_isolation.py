@@ -12,9 +12,13 @@ import random
 import signal
 from collections import Counter
 
+import pytest
+
 from chart_jobs import chart_job
 from conftest import write_tasks
 from workqueue import seed
+
+pytestmark = pytest.mark.slow
 
 CRASH = "crash"
 """The payload whose task kills the worker running it."""

@@ -16,10 +16,14 @@ import signal
 import time
 from collections import Counter
 
+import pytest
+
 from chart_jobs import TIME_SCALE, chart_job
 from conftest import kind_of, write_tasks
 from jobcontroller import LocalJob
 from workqueue import seed
+
+pytestmark = pytest.mark.slow
 
 KILL_STREAK = 3
 """Pods that fail in a row (killed, or index 0 stopped) that the Job controller replaces within
