@@ -9,13 +9,14 @@ PYTEST := .venv/bin/pytest
 HELM3 := $(TOOLS)/helm3/helm
 CHART := charts/workqueue-job
 
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 4
 CHECK_WORKERS ?= 4
-# Test processes. Each starts its own broker servers (tests/conftest.py); tests that start
-# dockerd or build the image take turns (tests/docker_engine.py docker_lock). make test runs one per
-# core: at four, tests that time real work (10,000 tasks drained, restarts under load) ran
-# past their bounds on 2 cores (docs/testing.md). The chart and unit tests only compute, so
-# make check runs four.
+# Test processes, each with its own broker servers (tests/conftest.py); tests that start dockerd
+# or build the image take turns (tests/docker_engine.py docker_lock). Four on 2 cores: the
+# integration tests mostly wait (on brokers, leases, worker processes), and at two processes
+# the cores sat 70-90% idle through them (docs/testing.md). worksteal hands a process that has
+# run out of tests half of another's, and conftest.py starts the slow tests first.
+PYTEST_DIST := -n $(PYTEST_WORKERS) --dist worksteal
 
 .PHONY: help setup lint check test test-unit demo images e2e bench changes readme package publish clean
 
@@ -33,10 +34,10 @@ lint: setup ## ruff, and helm lint --strict with helm 4 and helm 3
 	else echo "lint: no chart yet; skipping helm lint"; fi
 
 check: setup lint ## The inner loop while editing: lint, unit and chart tests but the slow ones (under 2 min)
-	$(PYTEST) -q -n $(CHECK_WORKERS) -m "not slow" tests/unit tests/chart tests/release
+	$(PYTEST) -q -n $(CHECK_WORKERS) --dist worksteal -m "not slow" tests/unit tests/chart tests/release
 
 test: setup lint ## Lint, then every test that runs here (not e2e), in parallel processes
-	$(PYTEST) -q -n $(PYTEST_WORKERS) --durations=40 --durations-min=10 tests --ignore=tests/e2e
+	$(PYTEST) -q $(PYTEST_DIST) --durations=40 --durations-min=10 tests --ignore=tests/e2e
 
 test-unit: setup ## Only the fast tests (no broker servers)
 	$(PYTEST) -q tests/unit
