@@ -14,9 +14,12 @@ CHECK_WORKERS ?= 4
 # Test processes, each with its own broker servers (tests/conftest.py); tests that start dockerd
 # or build the image take turns (tests/docker_engine.py docker_lock). Four on 2 cores: the
 # integration tests mostly wait (on brokers, leases, worker processes), and at two processes
-# the cores sat 70-90% idle through them (docs/testing.md). worksteal hands a process that has
-# run out of tests half of another's, and conftest.py starts the slow tests first.
-PYTEST_DIST := -n $(PYTEST_WORKERS) --dist worksteal
+# the cores sat 70-90% idle through them (docs/testing.md). Each process takes the next test
+# when it is nearly done (maxschedchunk 1), and conftest.py puts the slow tests first: so the
+# longest start first, spread over the processes, and none starts last. (xdist's worksteal and
+# load's default chunks both hand out the collection in contiguous runs: one process got every
+# slow test, and a 150 s test started last.)
+PYTEST_DIST := -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1
 
 .PHONY: help setup lint check test test-unit demo images e2e bench changes readme package publish clean
 
@@ -34,7 +37,7 @@ lint: setup ## ruff, and helm lint --strict with helm 4 and helm 3
 	else echo "lint: no chart yet; skipping helm lint"; fi
 
 check: setup lint ## The inner loop while editing: lint, unit and chart tests but the slow ones (under 2 min)
-	$(PYTEST) -q -n $(CHECK_WORKERS) --dist worksteal -m "not slow" tests/unit tests/chart tests/release
+	$(PYTEST) -q -n $(CHECK_WORKERS) --dist load --maxschedchunk 1 -m "not slow" tests/unit tests/chart tests/release
 
 test: setup lint ## Lint, then every test that runs here (not e2e), in parallel processes
 	$(PYTEST) -q $(PYTEST_DIST) --durations=40 --durations-min=10 tests --ignore=tests/e2e

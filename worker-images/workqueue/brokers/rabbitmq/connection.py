@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -38,7 +39,23 @@ LINK_ERRORS = (amqp.AMQPConnectionError, amqp.ChannelWrongStateError)
 connection is gone."""
 NOT_FOUND = 404
 """AMQP reply code for a queue that does not exist: ours were declared, so they were deleted
-(or the broker restarted without its data)."""
+(or the broker restarted without its data). RabbitMQ also answers it for a queue that exists
+but cannot answer now (``queue_unavailable``)."""
+UNAVAILABLE_QUEUE_TEXTS = ("may be stopping or being demoted", "is down or inaccessible",
+                           "stopped by supervisor", "failed to restart", "due to timeout",
+                           "timed out")
+"""RabbitMQ's 404 texts for a queue whose process or Raft leader is restarting, on a node that
+is down, or too slow to answer (rabbit_amqqueue:priv_absent/4). A RabbitMQ 4.0 node answered
+"its leader ... may be stopping or being demoted" for a quorum queue while it recovered from a
+restart (a full test run): that queue still holds its tasks, and calling the run's state lost
+(exit 6, "turn on broker.persistence") would have failed the Job for nothing."""
+
+
+def queue_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a 404 for a queue that exists but cannot answer now: an outage to
+    ride out, not lost state (a queue that is gone is "NOT_FOUND - no queue ...")."""
+    return (isinstance(exc, amqp.ChannelClosedByBroker) and exc.reply_code == NOT_FOUND
+            and any(text in exc.reply_text for text in UNAVAILABLE_QUEUE_TEXTS))
 
 
 def parameters(url: str, password: str | None, heartbeat: int,
@@ -80,6 +97,13 @@ def login_refused(exc: BaseException) -> bool:
     if isinstance(exc, amqp.ProbableAuthenticationError):
         return "ACCESS_REFUSED" in str(exc)
     return isinstance(exc, amqp.AuthenticationError)
+
+
+def unavailable_text(exc: amqp.ChannelClosedByBroker) -> str:
+    """The server's words for an unavailable queue, short enough for a log line: without the
+    process ids and Raft names ({...}, <...>) that make them twice as long."""
+    text = re.sub(r"\s*(\{[^}]*\}|<[^>]*>)", "", exc.reply_text)
+    return text.replace("failed to perform operation on ", "")
 
 
 class Link:
@@ -164,28 +188,34 @@ class Link:
                     self._open()
                 result = action(self.channel)  # type: ignore[arg-type]
             except amqp.ChannelClosedByBroker as exc:
-                self.check_not_lost(exc)
-                # The broker closed the channel over this call (a real error): the next call
-                # gets a fresh one.
-                self.drop()
-                raise
+                if not queue_unavailable(exc):
+                    self.check_not_lost(exc)
+                    # The broker closed the channel over this call (a real error): the next
+                    # call gets a fresh one.
+                    self.drop()
+                    raise
+                # A queue that cannot answer now: the channel, and the delivery tags on it,
+                # are gone as with a dropped connection, and the call is tried again as then.
+                failure: BaseException = ConnectionLost(unavailable_text(exc))
+                failure.__cause__ = exc
             except Exception as exc:
                 # A settle inside ``action`` (a fetch moving a task that came back) raises
                 # ConnectionLost when the connection drops under it; the whole action is then
                 # run again on a new one, as for a drop anywhere else in it.
                 if not (is_link_error(exc) or (retry and isinstance(exc, ConnectionLost))):
                     raise
-                if self.channel is not None:
-                    self.lost(exc)
-                if not retry:
-                    raise ConnectionLost(f"connection to {self.server} dropped") from exc
-                if outage is None:
-                    outage = Outage(self.server, self.outage_seconds, unreachable_fix(self.server))
-                outage.wait(exc)
-                continue
-            if outage is not None:
-                outage.ended()
-            return result
+                failure = exc
+            else:
+                if outage is not None:
+                    outage.ended()
+                return result
+            if self.channel is not None:
+                self.lost(failure)
+            if not retry:
+                raise ConnectionLost(f"connection to {self.server} dropped") from failure
+            if outage is None:
+                outage = Outage(self.server, self.outage_seconds, unreachable_fix(self.server))
+            outage.wait(failure)
 
     def lost(self, exc: BaseException) -> None:
         """The connection dropped: say so (on_lost) and let it go."""
