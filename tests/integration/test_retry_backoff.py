@@ -71,9 +71,17 @@ def test_a_worker_killed_during_a_retry_delay_loses_nothing(broker, server_for, 
     # before and after the wait.
     env = _env(broker, server_for, tmp_path, "10")
     _seed(env, tmp_path, ["flaky"])
-    worker = subprocess.Popen([*WORKQUEUE, "work", "--", "sh", "-c", RECORDING],
-                              env={**os.environ, **env}, stderr=subprocess.DEVNULL)
-    wait_until(lambda: broker.status().delayed == 1, 60, "the failed run's retry to wait")
+    log = tmp_path / "worker.log"
+    with log.open("w") as stderr:
+        worker = subprocess.Popen([*WORKQUEUE, "work", "--", "sh", "-c", RECORDING],
+                                  env={**os.environ, **env, "WORKQUEUE_LOG_LEVEL": "INFO"},
+                                  stderr=stderr)
+    try:
+        wait_until(lambda: broker.status().delayed == 1, 60, "the failed run's retry to wait")
+    except AssertionError as exc:
+        worker.kill()
+        worker.wait(30)
+        raise AssertionError(f"{exc}; the worker's log:\n{log.read_text()[-3000:]}") from None
     # The wait is on the broker, where `status` shows it
     shown = cli("status", env=env)
     assert "(1 waiting to retry)" in shown.stdout, shown.stdout
