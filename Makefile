@@ -38,7 +38,7 @@ lint: setup ## ruff, and helm lint --strict with helm 4 and helm 3
 	else echo "lint: no chart yet; skipping helm lint"; fi
 
 check: setup lint ## The inner loop while editing: lint, unit and chart tests but the slow ones (under 2 min)
-	$(PYTEST) -q -n $(CHECK_WORKERS) --dist load --maxschedchunk 1 -m "not slow" tests/unit tests/chart tests/release
+	$(PYTEST) -q -n $(CHECK_WORKERS) --dist worksteal -m "not slow" tests/unit tests/chart tests/release
 
 test: setup lint ## Lint, then every test that runs here (not e2e), in parallel processes
 	$(PYTEST) -q $(PYTEST_DIST) --durations=40 --durations-min=10 tests --ignore=tests/e2e
