@@ -65,8 +65,11 @@ def test_retries_wait_longer_each_time_while_other_tasks_run(broker, server_for,
 
 
 def test_a_worker_killed_during_a_retry_delay_loses_nothing(broker, server_for, tmp_path):
-    # Given a task that fails its first run, with a 4 s retry delay
-    env = _env(broker, server_for, tmp_path, "4")
+    # Given a task that fails its first run, with a 4 s retry delay. And a 5 s lease: a task
+    # that comes back from a dropped connection waits a lease for its worker's pardon before it
+    # runs (pardons.py), and a node that has just restarted may still drop connections (the two
+    # timeouts here in full runs followed a restart, at the default lease's 60 s).
+    env = {**_env(broker, server_for, tmp_path, "4"), "WORKQUEUE_LEASE_SECONDS": "5"}
     _seed(env, tmp_path, ["flaky"])
     log = tmp_path / "worker.log"
     with log.open("w") as stderr:
