@@ -13,14 +13,11 @@ PYTEST_WORKERS ?= 2
 CHECK_WORKERS ?= 4
 # Test processes, each with its own broker servers (tests/conftest.py); tests that start dockerd
 # or build the image take turns (tests/docker_engine.py docker_lock). At two, the integration
-# tests leave the cores 70-90% idle; four take pytest from 19 to 11-13 minutes
-# (PYTEST_WORKERS=4), but one RabbitMQ retry-delay test timed out in 2 of 7 runs there, not
-# explained yet (docs/testing.md), so CI stays at two until it is. Each process takes the next
-# test when it is nearly done (maxschedchunk 1), and conftest.py puts the slow tests first: so
-# the longest start first, spread over the processes, and none starts last. (xdist's worksteal
-# and load's default chunks both hand out the collection in contiguous runs: one process got
-# every slow test, and a 150 s test started last.)
-PYTEST_DIST := -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1
+# tests leave the cores 70-90% idle, and four with the slow tests first took pytest to 11-13
+# minutes; but tests right after a RabbitMQ node's restart then failed in both 2- and 4-process
+# runs (the node was not yet ready), so make test keeps this order until the fixtures wait for
+# a restarted node to be whole (docs/testing.md).
+PYTEST_DIST := -n $(PYTEST_WORKERS)
 
 .PHONY: help setup lint check test test-unit demo images e2e bench changes readme package publish clean
 
