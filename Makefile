@@ -17,7 +17,6 @@ CHECK_WORKERS ?= 4
 # minutes; but tests right after a RabbitMQ node's restart then failed in both 2- and 4-process
 # runs (the node was not yet ready), so make test keeps this order until the fixtures wait for
 # a restarted node to be whole (docs/testing.md).
-PYTEST_DIST := -n $(PYTEST_WORKERS)
 
 .PHONY: help setup lint check test test-unit demo images e2e bench changes readme package publish clean
 
@@ -38,7 +37,7 @@ check: setup lint ## The inner loop while editing: lint, unit and chart tests bu
 	$(PYTEST) -q -n $(CHECK_WORKERS) --dist worksteal -m "not slow" tests/unit tests/chart tests/release
 
 test: setup lint ## Lint, then every test that runs here (not e2e), in parallel processes
-	$(PYTEST) -q $(PYTEST_DIST) --durations=40 --durations-min=10 tests --ignore=tests/e2e
+	$(PYTEST) -q -n $(PYTEST_WORKERS) --durations=40 --durations-min=10 tests --ignore=tests/e2e
 
 test-unit: setup ## Only the fast tests (no broker servers)
 	$(PYTEST) -q tests/unit
