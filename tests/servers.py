@@ -26,6 +26,36 @@ TRIXIE_ROOT = Path(__file__).resolve().parents[1] / ".tools" / "trixie"
 """Debian trixie, built by `make setup` (scripts/setup.sh) with debootstrap."""
 
 
+READY_PROBE = "wq-test-ready"
+"""The queues a node's readiness check declares, one pair per node (a cluster's start in
+parallel), and deletes once it has seen a message move."""
+
+
+def node_name() -> str:
+    """A node name of this test process's own: epmd is shared by every process and root."""
+    return f"wqtest{os.getpid()}{secrets.token_hex(2)}@localhost"
+
+
+def _dead_letter_round_trip(channel, deadline: float, node: str) -> bool:
+    """Publish a message with a short TTL to a quorum queue that dead-letters at least once to
+    another, as the runtime's waiting rooms do; True once it has arrived there."""
+    waiting, arrived = f"{READY_PROBE}.{node}.wait", f"{READY_PROBE}.{node}.arrived"
+    channel.queue_declare(arrived, durable=True, arguments={"x-queue-type": "quorum"})
+    channel.queue_declare(waiting, durable=True, arguments={
+        "x-queue-type": "quorum", "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": arrived, "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish"})
+    channel.basic_publish("", waiting, b"ready?", pika.BasicProperties(expiration="50"))
+    while time.monotonic() < deadline:
+        method, _props, _body = channel.basic_get(arrived, auto_ack=True)
+        if method is not None:
+            channel.queue_delete(waiting)
+            channel.queue_delete(arrived)
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -113,14 +143,15 @@ class RabbitNode:
 
     user = "wq"
 
-    def __init__(self, extra_conf: str = "", root: Path | None = None) -> None:
+    def __init__(self, extra_conf: str = "", root: Path | None = None,
+                 name: str | None = None, password: str | None = None) -> None:
         self.root = root
         self.binary = _require(root, "rabbitmq-server")
         self.dir = Path(tempfile.mkdtemp(prefix="wq-rabbit-",
                                          dir=None if root is None else root / "tmp"))
         self.port, self.dist_port = free_port(), free_port()
-        self.name = f"wqtest{os.getpid()}{secrets.token_hex(2)}@localhost"
-        self.password = secrets.token_hex(12)
+        self.name = name or node_name()
+        self.password = password or secrets.token_hex(12)
         self.process: subprocess.Popen[bytes] | None = None
         for sub in ("mnesia", "log"):
             (self.dir / sub).mkdir()
@@ -153,13 +184,16 @@ class RabbitNode:
                                         start_new_session=True)
         wait_for_port(self.process, self.port, BOOT_TIMEOUT,
                       f"rabbitmq-server (logs: {self.dir}/log)")
-        self._wait_for_vhost()
+        self._wait_until_ready()
         return self
 
-    def _wait_for_vhost(self) -> None:
-        """Wait until the node takes an AMQP connection and a channel. After a hard stop it
-        listens before its vhost has recovered its queues, and answers 541 INTERNAL_ERROR
-        meanwhile (seen in a full run: every later test on that node then failed at setup)."""
+    def _wait_until_ready(self) -> None:
+        """Wait until the node does what the tests need of it: a connection, a channel, and a
+        quorum queue whose message's TTL runs out and is dead-lettered (at least once) to
+        another. After a hard stop it listens before its vhost has recovered its queues, and
+        answers 541 INTERNAL_ERROR meanwhile (seen in a full run: every later test on that
+        node then failed at setup); tests bounded by a lease then ran right after a restart in
+        a parallel run, so readiness includes the lease's path (brokers/rabbitmq/broker.py)."""
         credentials = pika.PlainCredentials(self.user, self.password)
         params = pika.ConnectionParameters("127.0.0.1", self.port, credentials=credentials,
                                            connection_attempts=1, socket_timeout=5)
@@ -167,15 +201,21 @@ class RabbitNode:
         while True:
             try:
                 connection = pika.BlockingConnection(params)
-                connection.channel()
-                connection.close()
-                return
+                try:
+                    if _dead_letter_round_trip(connection.channel(), deadline, self.name):
+                        return
+                finally:
+                    if connection.is_open:
+                        connection.close()
             except pika.exceptions.AMQPError as exc:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"rabbitmq-server took no AMQP connection within {BOOT_TIMEOUT:.0f}s "
+                        f"rabbitmq-server was not ready within {BOOT_TIMEOUT:.0f}s "
                         f"({exc!r}; logs: {self.dir}/log)") from exc
-                time.sleep(0.2)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rabbitmq-server did not dead-letter an expired message "
+                                   f"within {BOOT_TIMEOUT:.0f}s (logs: {self.dir}/log)")
+            time.sleep(0.2)
 
     @property
     def pid_file(self) -> Path:
@@ -231,12 +271,18 @@ class RabbitNode:
 
     def close_connections(self) -> None:
         """Close every client connection, as a broker restart or a dropped link does, without
-        stopping the node (rabbitmqctl, as the rabbitmq user, whose Erlang cookie it needs)."""
-        command = (f"{Path(self.binary).parent / 'rabbitmqctl'} -n {self.name} "
-                   "close_all_connections 'test: connection reset'")
-        subprocess.run(in_root(self.root, ["su", "rabbitmq", "-s", "/bin/sh", "-c", command]),
-                       check=True, capture_output=True, timeout=60)
+        stopping the node."""
+        self.ctl("close_all_connections 'test: connection reset'")
+
+    def ctl(self, arguments: str) -> str:
+        """rabbitmqctl's output for ``arguments`` on this node, run as the rabbitmq user, whose
+        Erlang cookie it needs (the nodes of one root share it)."""
+        command = f"{Path(self.binary).parent / 'rabbitmqctl'} -q -n {self.name} {arguments}"
+        return subprocess.run(
+            in_root(self.root, ["su", "rabbitmq", "-s", "/bin/sh", "-c", command]),
+            check=True, capture_output=True, text=True, timeout=60).stdout
 
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
