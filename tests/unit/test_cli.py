@@ -26,6 +26,13 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
      "command not found: 'no-such-program-xyz'"),
     (["work", "--broker-url", "kafka://x:1", "--", "true"], "use redis://HOST:PORT/0"),
     (["status"], "no broker given: set WORKQUEUE_BROKER_URL"),
+    (["status", "--broker-url", "redis://a:1/0,redis://b:1/0"], "only RabbitMQ takes several"),
+    (["status", "--broker-url", "amqp://u@a:1/%2F,kafka://b:1"], "use redis://HOST:PORT/0"),
+    (["status", "--broker-url", "amqp://u@a:1/%2F", "--broker-replicas", "2"],
+     "broker replicas 2 is even; use an odd number"),
+    (["status", "--broker-url", "redis://a:1/0", "--broker-replicas", "3"],
+     "only RabbitMQ replicates queues"),
+    (["status", "--broker-url", ","], "the broker URL is empty"),
     (["purge", "--broker-url", "redis://x:1/0"], "add --yes"),
     (["status", "--bogus"], "unrecognized arguments: --bogus (see workqueue --help)"),
     # One process per worker: a hundred thousand once brought a machine down

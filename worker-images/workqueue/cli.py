@@ -183,12 +183,18 @@ def _connection_args(parser: argparse.ArgumentParser, url_required: bool = True,
     report, dead, retry-dead, purge) give up in seconds, since a person waits for them; others
     that must answer in time (the exporter's scrapes) give their own ``patience``."""
     parser.add_argument("--broker-url", default=_env("BROKER_URL"),
-                        help="redis://HOST:PORT/DB or amqp://USER@HOST:PORT/VHOST "
+                        help="redis://HOST:PORT/DB or amqp://USER@HOST:PORT/VHOST, or one "
+                             "amqp:// URL per node of a RabbitMQ cluster, separated by commas "
                              "(env WORKQUEUE_BROKER_URL); the password comes from "
                              "WORKQUEUE_BROKER_PASSWORD or the file named in "
                              "WORKQUEUE_BROKER_PASSWORD_FILE"
                              + ("" if url_required else
                              "; without it a private redis-server is started"))
+    parser.add_argument("--broker-replicas", type=positive_int,
+                        default=_env("BROKER_REPLICAS"),
+                        help="RabbitMQ nodes each queue is replicated to: an odd number, at "
+                             "most the cluster's size (env WORKQUEUE_BROKER_REPLICAS; default: "
+                             "one per URL)")
     parser.add_argument("--queue", default=_env("QUEUE", defaults.QUEUE_NAME),
                         help="queue name (env WORKQUEUE_QUEUE; default %(default)s)")
     if interactive:
@@ -413,7 +419,7 @@ def _open(args: argparse.Namespace):
     if not args.broker_url:
         raise ConfigError("no broker given: set WORKQUEUE_BROKER_URL or pass --broker-url")
     return connect(args.broker_url, args.queue, password_from_env(),
-                   args.connect_timeout, args.outage_seconds)
+                   args.connect_timeout, args.outage_seconds, args.broker_replicas)
 
 
 def _worker_config(args: argparse.Namespace) -> WorkerConfig:

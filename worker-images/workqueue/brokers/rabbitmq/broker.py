@@ -13,21 +13,23 @@ from pika.spec import Basic
 
 from ...broker import Broker, Consumer, DeadItem, SeedState, Status
 from ...defaults import CONNECT_TIMEOUT_SECONDS, OUTAGE_SECONDS
-from ...errors import BrokerFull, WorkqueueError
+from ...errors import BrokerFull, ConfigError, WorkqueueError
 from ...message import encode, item_id
 from ...report import TaskRecord
 from . import pardons, records
-from .connection import Link, parameters
+from .connection import Link, describe, node_parameters
 from .messages import (
-    SAFETY_DELIVERY_LIMIT,
     WAITING_ROLES,
     dead_item,
     persistent,
     queue_names,
 )
+from .queues import declare_all, queue_arguments
 
 log = logging.getLogger(__name__)
 
+PRECONDITION_FAILED = 406
+"""AMQP reply code for a declaration whose arguments differ from the existing queue's."""
 CURSOR_WAIT_SECONDS = 10.0
 """Longest the seeder waits for a reader to hand the cursor back (it holds it milliseconds)."""
 
@@ -35,16 +37,22 @@ CURSOR_WAIT_SECONDS = 10.0
 class RabbitMQBroker(Broker):
     """A queue made of the RabbitMQ queues the package docstring lists."""
 
-    def __init__(self, url: str, queue: str, password: str | None = None,
+    def __init__(self, url: str | Sequence[str], queue: str, password: str | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
-                 outage_seconds: float = OUTAGE_SECONDS, heartbeat_seconds: int = 30) -> None:
+                 outage_seconds: float = OUTAGE_SECONDS, heartbeat_seconds: int = 30,
+                 replicas: int | None = None) -> None:
+        """``url``: the broker's, or one per node of a cluster; ``replicas``: the nodes each
+        queue is replicated to (queues.py), by default one per URL."""
+        urls = [url] if isinstance(url, str) else list(url)
         self.queue = queue
         self.names = queue_names(queue)
-        self.params = parameters(url, password, heartbeat_seconds, connect_timeout)
-        self.server = f"rabbitmq at {self.params.host}:{self.params.port}"
+        self.nodes = node_parameters(urls, password, heartbeat_seconds, connect_timeout)
+        self.params = self.nodes[0]
+        self.replicas = replicas or len(urls)
+        self.server = describe(self.nodes)
         self.outage_seconds = outage_seconds
         self._seed_channel: BlockingChannel | None = None
-        self.link = Link(self.params, self.server, queue, outage_seconds,
+        self.link = Link(self.nodes, self.server, queue, outage_seconds,
                          on_open=self._forget_seed_channel)
         self.link.connect(connect_timeout)
         # Declared once, not on every reconnect: a broker that comes back without its data
@@ -55,44 +63,15 @@ class RabbitMQBroker(Broker):
         self._seed_channel = None
 
     def _declare(self, channel: BlockingChannel) -> None:
-        channel.queue_declare(self.names["tasks"], durable=True, arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": SAFETY_DELIVERY_LIMIT,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.names["dead"],
-        })
-        # Tasks that came back from a worker that died while holding others too: each runs
-        # alone (consumer.py), so that one that kills its worker again is charged by itself.
-        channel.queue_declare(self.names["isolated"], durable=True, arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": SAFETY_DELIVERY_LIMIT,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.names["dead"],
-        })
-        # A task that came back from a worker that held it alone waits out one lease here for
-        # that worker's pardon (pardons.py), then moves to `isolated` to be judged and run.
-        self._waiting_room(channel, "suspects", then="isolated")
-        # A failed task waits out its retry delay here.
-        self._waiting_room(channel, "delayed", then="tasks")
-        # Version 2 keeps a classic queue's messages on disk, not in memory (the default from
-        # RabbitMQ 4.0; 3.10 and later take the argument): a million records cost disk only.
-        channel.queue_declare(self.names["report"], durable=True,
-                              arguments={"x-queue-version": 2})
-        for role, name in self.names.items():
-            if role not in ("tasks", "delayed", "report", "isolated", "suspects"):
-                channel.queue_declare(name, durable=True)
-
-    def _waiting_room(self, channel: BlockingChannel, role: str, then: str) -> None:
-        """A queue whose messages wait out their TTL, then move to queue ``then`` exactly as
-        a crash-safe publish would: quorum queues dead-letter at least once (RabbitMQ 3.10+)
-        only with reject-publish overflow."""
-        channel.queue_declare(self.names[role], durable=True, arguments={
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.names[then],
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        })
+        try:
+            declare_all(channel, self.names, self.replicas)
+        except amqp.ChannelClosedByBroker as exc:
+            if exc.reply_code != PRECONDITION_FAILED:
+                raise
+            raise ConfigError(
+                f"queue {self.queue!r} on {self.server} was declared with other settings "
+                f"than {self.replicas} broker replica(s) ({exc.reply_text}): run it with the "
+                "replicas it was started with, or purge it and seed again") from exc
 
     def count(self, role: str) -> int:
         """Ready messages in one of the queues."""
@@ -326,7 +305,8 @@ class RabbitMQBroker(Broker):
         pointer = f"wq.{family}.current"
 
         def action(main: BlockingChannel) -> str | None:
-            main.queue_declare(pointer, durable=True)
+            main.queue_declare(pointer, durable=True,
+                               arguments=queue_arguments("current", self.names, self.replicas))
             channel = self._seeding_channel(main)
             method, _props, body = channel.basic_get(pointer)
             previous = body.decode() if method else None

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -77,6 +78,17 @@ def parameters(url: str, password: str | None, heartbeat: int,
     return params
 
 
+def node_parameters(urls: Sequence[str], password: str | None, heartbeat: int,
+                    connect_timeout: float) -> list[pika.URLParameters]:
+    """Connection parameters for each node of a cluster (or the one broker)."""
+    return [parameters(url, password, heartbeat, connect_timeout) for url in urls]
+
+
+def describe(nodes: Sequence[pika.URLParameters]) -> str:
+    """How logs and errors name the broker: its address, or every node's."""
+    return "rabbitmq at " + ",".join(f"{node.host}:{node.port}" for node in nodes)
+
+
 def is_link_error(exc: BaseException) -> bool:
     """Whether ``exc`` means the connection dropped (a memory alarm's blocked publisher is
     not: a new connection would be blocked too)."""
@@ -109,14 +121,21 @@ def unavailable_text(exc: amqp.ChannelClosedByBroker) -> str:
 class Link:
     """One connection and channel to ``server``, opened on first use and again after a drop.
 
+    ``nodes`` may be several nodes of one cluster: a connection opens to one of them, each link
+    starting at a random one so that clients spread, and the next node is tried when one cannot
+    be reached or a connection drops. A cluster's queues are all replicated (queue_arguments in
+    messages.py), so any node serves every call, and a lost node costs a reconnect.
+
     ``on_open`` prepares each new channel (a transaction, callbacks); ``on_lost`` hears of a
     drop before anything is done about it, so that a consumer can say what it held."""
 
-    def __init__(self, params: pika.URLParameters, server: str, queue: str,
+    def __init__(self, nodes: Sequence[pika.URLParameters], server: str, queue: str,
                  outage_seconds: float,
                  on_open: Callable[[BlockingChannel], None] | None = None,
                  on_lost: Callable[[BaseException], None] | None = None) -> None:
-        self.params, self.server, self.queue = params, server, queue
+        self.nodes, self.server, self.queue = list(nodes), server, queue
+        self.params = self.nodes[0]
+        self.node_index = random.randrange(len(self.nodes))
         self.outage_seconds = outage_seconds
         self.on_open, self.on_lost = on_open, on_lost
         self.connection: pika.BlockingConnection | None = None
@@ -128,9 +147,34 @@ class Link:
         often start before it is ready)."""
         retry_until(self._open, timeout, self.server, transient=(amqp.AMQPConnectionError,))
 
+    @property
+    def node(self) -> pika.URLParameters:
+        """The node the next connection tries first."""
+        return self.nodes[self.node_index]
+
+    def next_node(self) -> None:
+        self.node_index = (self.node_index + 1) % len(self.nodes)
+
     def _open(self) -> None:
+        """Connect to the first node that answers, from ``node`` on. A node that cannot be
+        reached, or does not answer within the connect timeout, is passed over while another
+        remains; when none answers, the last one's error says why (a timeout is taken for a
+        server that is not RabbitMQ only when every node timed out)."""
+        errors: list[Exception] = []
+        for _ in self.nodes:
+            try:
+                self._open_node(self.node)
+                return
+            except (AMQPConnectorStackTimeout, amqp.AMQPConnectionError) as exc:
+                errors.append(exc)
+            self.next_node()
+        if all(isinstance(exc, AMQPConnectorStackTimeout) for exc in errors):
+            raise self._not_rabbitmq() from errors[-1]
+        raise next(exc for exc in reversed(errors) if isinstance(exc, amqp.AMQPConnectionError))
+
+    def _open_node(self, params: pika.URLParameters) -> None:
         try:
-            connection = pika.BlockingConnection(self.params)
+            connection = pika.BlockingConnection(params)
         except (amqp.ProbableAuthenticationError, amqp.AuthenticationError) as exc:
             if not login_refused(exc):
                 self._wait_out(exc, "dropped the connection while logging in")
@@ -146,8 +190,6 @@ class Link:
             ) from exc
         except amqp.IncompatibleProtocolError as exc:
             self._wait_out(exc, "dropped the connection at its start")
-            raise self._not_rabbitmq() from exc
-        except AMQPConnectorStackTimeout as exc:
             raise self._not_rabbitmq() from exc
         try:
             channel = connection.channel()
@@ -218,10 +260,12 @@ class Link:
             outage.wait(failure)
 
     def lost(self, exc: BaseException) -> None:
-        """The connection dropped: say so (on_lost) and let it go."""
+        """The connection dropped: say so (on_lost) and let it go. The next connection starts
+        at the next node: the one that dropped it may be gone."""
         if self.on_lost is not None:
             self.on_lost(exc)
         self.drop()
+        self.next_node()
 
     def check_not_lost(self, exc: BaseException) -> None:
         """Raise StateLost if ``exc`` says one of our queues no longer exists."""

@@ -93,7 +93,7 @@ class RabbitConsumer(Consumer):
         self.window = 0
         """The prefetch of our subscription (0: none yet): the batch size last asked for."""
         self.cancelled_by_server = False
-        self.link = Link(broker.params, broker.server, broker.queue, broker.outage_seconds,
+        self.link = Link(broker.nodes, broker.server, broker.queue, broker.outage_seconds,
                          on_open=self._on_open, on_lost=self._on_lost)
         self.link.connect(broker.outage_seconds)
 
@@ -485,11 +485,13 @@ class RabbitConsumer(Consumer):
         """Publish the pardons we owe now, on a connection of our own: the tasks we held
         alone wait only a lease for them, while our link stays down until the running task
         ends (a new link now would not know its delivery tags). One short try per beat."""
-        params = copy.copy(self.broker.params)
+        params = copy.copy(self.link.node)
         params.stack_timeout = params.socket_timeout = VOUCH_CONNECT_SECONDS
         try:
             connection = pika.BlockingConnection(params)
         except (amqp.AMQPError, OSError, AMQPConnectorStackTimeout):
+            # The next beat tries the next node of a cluster: this one may be gone.
+            self.link.next_node()
             return
         try:
             channel = connection.channel()
