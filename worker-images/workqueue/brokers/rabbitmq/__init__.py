@@ -4,7 +4,8 @@ per-task report (records.py), connections that come back (connection.py), messag
 
 Queues, all durable, named ``wq.<queue>.<role>``:
   tasks    quorum queue of items (persistent messages); consumers use prefetch and manual ack
-  done     receipts {"done": n}, one per batch of items done, merged as they are counted
+  done     receipts {"ids": [[start, end], ...]}, one per batch of items done, naming them by
+           index ranges, merged as they are counted (an item settled twice counts once)
   dead     dead-lettered items with their last error
   retries  one receipt per retry          seed     one message: the seeding cursor
   seeded   one message once seeding is complete: {total, fingerprint}
@@ -21,7 +22,10 @@ Queues, all durable, named ``wq.<queue>.<role>``:
            {"id", "token", "at"}
 
 Settling items publishes their receipt and acks the deliveries in one AMQP transaction, so each
-item is counted exactly once, as done or dead. That makes "drained" exact: done + dead == total.
+item is counted once, as done or dead. A transaction is not atomic across queues, though (a lost
+node, a crash mid-commit): a receipt may outlive its acks, and its items run and settle again;
+receipts name their items, so those still count once. That keeps "drained" exact:
+done + dead == total, with nothing waiting.
 A retry republishes the item with its attempt count in a header; a worker that dies mid-item drops
 its connection and the server redelivers (x-delivery-count counts those returns), so there is no
 lease to reap. A dropped connection looks the same to the server as a dead worker, so a return

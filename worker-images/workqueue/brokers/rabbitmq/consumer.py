@@ -367,8 +367,9 @@ class RabbitConsumer(Consumer):
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         # One transaction: every receipt, record and ack land together, or none do.
         def action() -> list[Outcome]:
-            self.link.channel.basic_publish("", self.broker.names["done"], receipt(len(deliveries)),
-                                       persistent())
+            self.link.channel.basic_publish(
+                "", self.broker.names["done"], receipt([d.item.id for d in deliveries]),
+                persistent())
             self.broker.publish_records(self.link.channel, [[d.item.id, record_text(d, "done")]
                                                        for d in deliveries])
             tags = {delivery.handle for delivery in deliveries}

@@ -15,7 +15,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from ...report import TaskRecord
 from .locks import swap_read, turn
-from .messages import persistent, receipt, receipt_count
+from .messages import covered, merge_ranges, persistent, receipt_of, receipt_parts
 
 REPORT_CHUNK = 1000
 """Records per report message once merged."""
@@ -27,20 +27,25 @@ def publish_records(channel: BlockingChannel, queue: str, pairs: list[list[str]]
 
 
 def done_count(channel: BlockingChannel, queue: str, lock: str) -> int:
-    """Items done: the sum of the receipts, merged into one as they are read so that the next
-    count is one read. Counts take turns (``lock``): while one reader holds some receipts,
-    another would count them out, and a worker would end its log with a count too low."""
+    """Items done: those the receipts name, each once however often it was settled, merged
+    into one receipt as they are read so that the next count is one read. Counts take turns
+    (``lock``): while one reader holds some receipts, another would count them out, and a
+    worker would end its log with a count too low."""
     with turn(channel, lock) as side:
-        total, last = 0, 0
+        ranges: list[list[int]] = []
+        anonymous, last = 0, 0
         while True:
             method, _props, body = side.basic_get(queue)
             if method is None:
                 break
-            total += receipt_count(body)
+            named, count = receipt_parts(body)
+            ranges.extend(named)
+            anonymous += count
             last = method.delivery_tag
+        ranges = merge_ranges(ranges)
         if last:
-            swap_read(side, queue, last, [receipt(total)])
-    return total
+            swap_read(side, queue, last, [receipt_of(ranges, anonymous)])
+    return covered(ranges) + anonymous
 
 
 def read_report(channel: BlockingChannel, queue: str) -> list[TaskRecord]:
