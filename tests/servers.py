@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -13,7 +12,6 @@ import signal
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pika
@@ -145,15 +143,14 @@ class RabbitNode:
 
     user = "wq"
 
-    def __init__(self, extra_conf: str = "", root: Path | None = None,
-                 name: str | None = None, password: str | None = None) -> None:
+    def __init__(self, extra_conf: str = "", root: Path | None = None) -> None:
         self.root = root
         self.binary = _require(root, "rabbitmq-server")
         self.dir = Path(tempfile.mkdtemp(prefix="wq-rabbit-",
                                          dir=None if root is None else root / "tmp"))
         self.port, self.dist_port = free_port(), free_port()
-        self.name = name or node_name()
-        self.password = password or secrets.token_hex(12)
+        self.name = node_name()
+        self.password = secrets.token_hex(12)
         self.process: subprocess.Popen[bytes] | None = None
         for sub in ("mnesia", "log"):
             (self.dir / sub).mkdir()
@@ -289,55 +286,3 @@ class RabbitNode:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-
-class RabbitCluster:
-    """``size`` RabbitMQ nodes of one root that form one cluster as the chart's StatefulSet
-    does: classic config peer discovery, listing every node (the shared Erlang cookie is the
-    root's rabbitmq user's), all started at once (podManagementPolicy: Parallel). RabbitMQ 4.0
-    waits for its peers at a first boot: a node started alone never opened its port."""
-
-    def __init__(self, size: int, root: Path | None = None, extra_conf: str = "") -> None:
-        names = [node_name() for _ in range(size)]
-        discovery = "cluster_formation.peer_discovery_backend = classic_config\n" + "".join(
-            f"cluster_formation.classic_config.nodes.{i} = {name}\n"
-            for i, name in enumerate(names, start=1))
-        # One password: a node that joins takes the cluster's users, not its own config's.
-        password = secrets.token_hex(12)
-        self.nodes = [RabbitNode(discovery + extra_conf, root, name, password)
-                      for name in names]
-
-    def start(self) -> RabbitCluster:
-        try:
-            with ThreadPoolExecutor(len(self.nodes)) as pool:
-                list(pool.map(RabbitNode.start, self.nodes))
-            members = self.nodes[0].ctl("cluster_status --formatter json")
-            missing = [node.name for node in self.nodes if node.name not in members]
-            if missing:
-                raise RuntimeError(f"nodes {missing} did not join the cluster "
-                                   f"(logs: {[str(node.dir / 'log') for node in self.nodes]})")
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    @property
-    def password(self) -> str:
-        return self.nodes[0].password
-
-    @property
-    def urls(self) -> list[str]:
-        return [node.url for node in self.nodes]
-
-    def leader_of(self, queue: str) -> RabbitNode:
-        """The node that leads quorum queue ``queue`` now."""
-        for row in json.loads(self.running()[0].ctl("list_queues name leader --formatter json")):
-            if row["name"] == queue:
-                return next(node for node in self.nodes if node.name == row["leader"])
-        raise LookupError(f"no quorum queue {queue!r} in the cluster")
-
-    def running(self) -> list[RabbitNode]:
-        return [node for node in self.nodes if node._node_pid() is not None]
-
-    def cleanup(self) -> None:
-        for node in self.nodes:
-            node.cleanup()

@@ -1,8 +1,8 @@
 """RabbitMQ counts items done from one receipt per settled batch, naming its items, merged as
 they are read. Counts take turns, so each is exact even while other readers count: a worker's
 last line, which says how far the queue got, once read 0 done of 200 after a broker restart.
-And an item settled twice counts once: a 3-node cluster that lost a node mid-commit once
-counted 5,300 done of 5,000 (tests/integration/test_rabbitmq_cluster.py)."""
+And an item settled twice counts once: a 3-node cluster that lost its leader mid-commit once
+counted 5,300 done of 5,000 (the cluster test of issue 30)."""
 
 from __future__ import annotations
 
