@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import secrets
 import sys
-import time
 from collections.abc import Iterator
 from typing import TypeVar
 
-import pika
 import pytest
 
 from servers import TRIXIE_ROOT, RabbitNode, RootRedis
 from workqueue import stopping
 from workqueue.brokers.rabbitmq import RabbitMQBroker
-from workqueue.brokers.rabbitmq.queues import WAITING_ROOMS
 from workqueue.brokers.redis import RedisBroker
 
 WORKQUEUE = [sys.executable, "-m", "workqueue"]
@@ -124,48 +121,9 @@ def own_queue(broker_class: type[B], server: RootRedis | RabbitNode) -> Iterator
     """A broker on a queue of the test's own, purged afterwards."""
     broker = broker_class(server.url, unique_queue(), server.password, connect_timeout=10,
                           outage_seconds=TEST_OUTAGE_SECONDS)
-    if isinstance(broker, RabbitMQBroker):
-        broker = _with_waiting_rooms_that_move(broker, server)
     yield broker
     broker.purge()
     broker.close()
-
-
-WAITING_ROOMS_TRIES = 3
-
-
-def _with_waiting_rooms_that_move(broker: RabbitMQBroker, server) -> RabbitMQBroker:
-    """``broker``, once a message with a short TTL has moved out of each of its waiting rooms
-    (`delayed` to `tasks`, `suspects` to `isolated`); its queues are made again if not. A
-    quorum queue whose declaration a loaded node answered with 541 INTERNAL_ERROR (seen at the
-    setup of two tests in full runs) kept its expired messages: the retry and crash-isolation
-    tests then waited for them until their timeouts."""
-    for _ in range(WAITING_ROOMS_TRIES):
-        if all(_moves(broker, room, then) for room, then in WAITING_ROOMS.items()):
-            return broker
-        broker.purge()
-        broker.close()
-        broker = RabbitMQBroker(server.url, unique_queue(), server.password, connect_timeout=10,
-                                outage_seconds=TEST_OUTAGE_SECONDS)
-    pytest.fail(f"the waiting rooms of {WAITING_ROOMS_TRIES} new queues on {broker.server} "
-                "kept their expired messages (logs: tests/servers.py RabbitNode.dir)")
-
-
-def _moves(broker: RabbitMQBroker, room: str, then: str, seconds: float = 10.0) -> bool:
-    """Whether a message that expires in ``room`` arrives in ``then`` within ``seconds``; it
-    is taken from there, so the test starts with empty queues."""
-    def action(channel) -> bool:
-        channel.basic_publish("", broker.names[room], b"probe",
-                              pika.BasicProperties(expiration="1"))
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            method, _props, _body = channel.basic_get(broker.names[then], auto_ack=True)
-            if method is not None:
-                return True
-            time.sleep(0.02)
-        return False
-
-    return broker.link.call(action)
 
 
 @pytest.fixture
