@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -86,7 +87,11 @@ def server_of(servers: dict, version: str) -> RootRedis | RabbitNode:
             servers[version] = server.start()
         except FileNotFoundError as exc:
             pytest.fail(str(exc))
-    return servers[version]
+    server = servers[version]
+    if isinstance(server, RabbitNode) and server.heal():
+        warnings.warn(f"{version} node {server.name} had lost its dead-letter supervisor after "
+                      "a restart (rabbitmq-server#16652); restarted it", stacklevel=1)
+    return server
 
 
 @pytest.fixture
