@@ -292,6 +292,11 @@ class RabbitNode:
         without moving a message, so a run whose tasks wait in a waiting room never ends."""
         return self.ctl("eval 'whereis(rabbit_fifo_dlx_sup).'").strip() != "undefined"
 
+    def stop_dead_lettering(self) -> None:
+        """Stop the node's dead-letter supervisor for good, as reaching its restart intensity
+        does (rabbitmq-server#16652)."""
+        self.ctl("eval 'supervisor:terminate_child(rabbit_sup, rabbit_fifo_dlx_sup).'")
+
     def heal(self) -> bool:
         """After a restart, restart the node again if it has lost its dead-letter supervisor
         since (dead_lettering_runs); returns whether it did. Only restarts are checked: the

@@ -14,16 +14,12 @@ from servers import RabbitNode
 
 pytestmark = pytest.mark.slow
 
-GIVE_UP = "eval 'supervisor:terminate_child(rabbit_sup, rabbit_fifo_dlx_sup).'"
-"""Stops the supervisor and leaves it stopped, as reaching its restart intensity does."""
-
-
 def test_a_restarted_node_that_lost_its_dead_letter_supervisor_is_restarted_again():
     node = RabbitNode(root=VERSIONS["rabbitmq-4.0"]).start()
     try:
         # Given a node restarted by a test, whose dead-letter supervisor has given up since
         node.restart()
-        node.ctl(GIVE_UP)
+        node.stop_dead_lettering()
         assert not node.dead_lettering_runs()
         boots = node.boots
         # When the next test asks for it, it is restarted, and dead-letters again (a restart
@@ -31,7 +27,7 @@ def test_a_restarted_node_that_lost_its_dead_letter_supervisor_is_restarted_agai
         assert node.heal()
         assert node.boots == boots + 1 and node.dead_lettering_runs()
         # And a node checked since its last boot is not checked again
-        node.ctl(GIVE_UP)
+        node.stop_dead_lettering()
         assert not node.heal()
     finally:
         node.cleanup()

@@ -12,7 +12,8 @@ import logging
 import pika.exceptions as amqp
 import pytest
 
-from conftest import unique_queue
+from conftest import VERSIONS, unique_queue
+from servers import RabbitNode
 from workqueue.brokers.rabbitmq import RabbitMQBroker
 from workqueue.brokers.rabbitmq.connection import queue_unavailable
 from workqueue.errors import BrokerUnavailable, ConnectionLost, StateLost
@@ -82,3 +83,32 @@ def test_a_queue_that_is_gone_is_still_lost_state(rabbitmq_broker):
     with pytest.raises(StateLost, match="lost its state"):
         rabbitmq_broker.link.call(
             lambda channel: channel.queue_declare(f"gone-{unique_queue()}", passive=True))
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["rabbitmq-3.10", "rabbitmq-4.0"])
+def test_a_queue_created_but_not_started_is_named_with_what_to_do(version, caplog):
+    node = RabbitNode(root=VERSIONS[version]).start()
+    brokers = []
+    try:
+        # Given a healthy node, declaring says nothing
+        with caplog.at_level(logging.ERROR, logger="workqueue"):
+            brokers.append(RabbitMQBroker(node.url, unique_queue(), node.password))
+        assert not caplog.records
+        # When its dead-letter supervisor has given up (rabbitmq-server#16652)
+        node.stop_dead_lettering()
+        with caplog.at_level(logging.ERROR, logger="workqueue"):
+            brokers.append(RabbitMQBroker(node.url, unique_queue(), node.password,
+                                          outage_seconds=30))
+        # Then each waiting room (an at-least-once dead-letter source), created and not
+        # started, is named once, with the fix
+        errors = [r.getMessage() for r in caplog.records if r.name.startswith("workqueue")
+                  and r.levelno == logging.ERROR]
+        named = {brokers[1].names[role]: role for role in ("suspects", "delayed")}
+        assert sorted(e.split("queue '")[1].split("'")[0] for e in errors) == sorted(named), errors
+        assert all("541 INTERNAL_ERROR" in e and "Restart the broker" in e for e in errors)
+    finally:
+        for broker in brokers:
+            broker.close()
+        node.cleanup()

@@ -24,12 +24,14 @@ from .messages import (
     persistent,
     queue_names,
 )
-from .queues import declare_all, queue_arguments
+from .queues import declarations, exists, queue_arguments
 
 log = logging.getLogger(__name__)
 
 PRECONDITION_FAILED = 406
 """AMQP reply code for a declaration whose arguments differ from the existing queue's."""
+INTERNAL_ERROR = 541
+"""AMQP reply code for a failure inside the broker; it closes the connection."""
 CURSOR_WAIT_SECONDS = 10.0
 """Longest the seeder waits for a reader to hand the cursor back (it holds it milliseconds)."""
 
@@ -52,19 +54,43 @@ class RabbitMQBroker(Broker):
         self.server = describe(self.nodes)
         self.outage_seconds = outage_seconds
         self._seed_channel: BlockingChannel | None = None
+        self._declaring: str | None = None
+        self._failed_on: str | None = None
+        self._started_half: list[str] = []
         self.link = Link(self.nodes, self.server, queue, outage_seconds,
                          on_open=self._forget_seed_channel)
         self.link.connect(connect_timeout)
         # Declared once, not on every reconnect: a broker that comes back without its data
         # must show as queues gone (StateLost), not as new empty ones.
         self.link.call(self._declare)
+        for name in self._started_half:
+            log.error("%s failed while creating queue %r (541 INTERNAL_ERROR): if `rabbitmqctl "
+                      "list_queues name leader` shows it without a leader, it drops what is sent "
+                      "to it and this run cannot finish. Restart the broker; its log says why (a "
+                      "supervisor of dead-letter workers that gave up, rabbitmq-server#16652, "
+                      "does this)", self.server, name)
 
     def _forget_seed_channel(self, _channel: BlockingChannel) -> None:
         self._seed_channel = None
 
     def _declare(self, channel: BlockingChannel) -> None:
+        """Declare every queue. A queue that exists after a 541 on its own declaration was
+        created and not started: a quorum queue left so has no leader and drops what is
+        published to it in a transaction (a retry, a suspect), so the run waits for those tasks
+        for ever. Reproduced on RabbitMQ 3.10 and 4.0 with their supervisor of dead-letter
+        workers stopped, as rabbitmq-server#16652 leaves it; only a log line, though, as another
+        pod may have declared it meanwhile."""
+        if self._failed_on is not None and exists(channel, self._failed_on):
+            self._started_half.append(self._failed_on)
+        self._failed_on = None
         try:
-            declare_all(channel, self.names, self.replicas)
+            for name, arguments in declarations(self.names, self.replicas):
+                self._declaring = name
+                channel.queue_declare(name, durable=True, arguments=arguments)
+        except amqp.ConnectionClosedByBroker as exc:
+            if exc.reply_code == INTERNAL_ERROR:
+                self._failed_on = self._declaring
+            raise
         except amqp.ChannelClosedByBroker as exc:
             if exc.reply_code != PRECONDITION_FAILED:
                 raise

@@ -12,8 +12,12 @@ its nodes is up (https://www.rabbitmq.com/docs/quorum-queues).
 
 from __future__ import annotations
 
-from pika.adapters.blocking_connection import BlockingChannel
+from collections.abc import Iterator
 
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import ChannelClosedByBroker
+
+from .connection import NOT_FOUND
 from .messages import SAFETY_DELIVERY_LIMIT
 
 TASK_QUEUES = ("tasks", "isolated")
@@ -50,8 +54,21 @@ def queue_arguments(role: str, names: dict[str, str], replicas: int) -> dict[str
     return {}
 
 
-def declare_all(channel: BlockingChannel, names: dict[str, str], replicas: int) -> None:
-    """Declare every queue of one work queue (idempotent while the arguments match)."""
+def declarations(names: dict[str, str], replicas: int) -> Iterator[tuple[str, dict[str, object]]]:
+    """Each queue of one work queue, as (name, arguments), in the order they are declared."""
     for role, name in names.items():
-        channel.queue_declare(name, durable=True,
-                              arguments=queue_arguments(role, names, replicas))
+        yield name, queue_arguments(role, names, replicas)
+
+
+def exists(channel: BlockingChannel, name: str) -> bool:
+    """Whether queue ``name`` exists, asked on a channel of its own (a 404 closes the channel
+    it is answered on)."""
+    probe = channel.connection.channel()
+    try:
+        probe.queue_declare(name, passive=True)
+    except ChannelClosedByBroker as exc:
+        if exc.reply_code == NOT_FOUND:
+            return False
+        raise
+    probe.close()
+    return True
