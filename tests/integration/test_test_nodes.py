@@ -14,6 +14,7 @@ from servers import RabbitNode
 
 pytestmark = pytest.mark.slow
 
+
 def test_a_restarted_node_that_lost_its_dead_letter_supervisor_is_restarted_again():
     node = RabbitNode(root=VERSIONS["rabbitmq-4.0"]).start()
     try:

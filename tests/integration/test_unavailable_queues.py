@@ -85,7 +85,6 @@ def test_a_queue_that_is_gone_is_still_lost_state(rabbitmq_broker):
             lambda channel: channel.queue_declare(f"gone-{unique_queue()}", passive=True))
 
 
-
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["rabbitmq-3.10", "rabbitmq-4.0"])
 def test_a_queue_created_but_not_started_is_named_with_what_to_do(version, caplog):

@@ -54,7 +54,6 @@ class RabbitMQBroker(Broker):
         self.server = describe(self.nodes)
         self.outage_seconds = outage_seconds
         self._seed_channel: BlockingChannel | None = None
-        self._declaring: str | None = None
         self._failed_on: str | None = None
         self._started_half: list[str] = []
         self.link = Link(self.nodes, self.server, queue, outage_seconds,
@@ -83,13 +82,13 @@ class RabbitMQBroker(Broker):
         if self._failed_on is not None and exists(channel, self._failed_on):
             self._started_half.append(self._failed_on)
         self._failed_on = None
+        name = None
         try:
             for name, arguments in declarations(self.names, self.replicas):
-                self._declaring = name
                 channel.queue_declare(name, durable=True, arguments=arguments)
         except amqp.ConnectionClosedByBroker as exc:
             if exc.reply_code == INTERNAL_ERROR:
-                self._failed_on = self._declaring
+                self._failed_on = name
             raise
         except amqp.ChannelClosedByBroker as exc:
             if exc.reply_code != PRECONDITION_FAILED:
