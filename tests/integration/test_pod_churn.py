@@ -39,6 +39,17 @@ stops only such pods to make one succeed. It waited for one second of age before
 fourth failure in a row costs, as such a stop, too early under load, would make it."""
 
 
+def broker_view(server) -> str:
+    """What a RabbitMQ node holds of the run, for a run that did not end: where each queue's
+    messages are (ready, or unacked by which consumer), and the connections they belong to."""
+    if not hasattr(server, "ctl"):
+        return ""
+    return "\n".join(server.ctl(command) for command in (
+        "list_queues name messages_ready messages_unacknowledged consumers leader",
+        "list_consumers queue_name channel_pid prefetch_count",
+        "list_channels pid connection messages_unacknowledged consumer_count"))
+
+
 def has_started(pod) -> bool:
     return pod.log.exists() and STARTED_LINE in pod.log.read_text(errors="replace")
 
@@ -93,7 +104,10 @@ def test_random_pod_churn_never_fails_or_stalls_the_run(broker, server_for, tmp_
     # log again; their timing still varies)
     seed_ = int(os.environ.get("CHAOS_SEED", len(str(tmp_path))))
     chaos = Chaos(server, faults=14, every=0.7, seed_=seed_)
-    verdict = job.run(timeout=400, chaos=chaos)
+    try:
+        verdict = job.run(timeout=400, chaos=chaos)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{broker_view(server)}") from None
     # Then the Job completes, counting no failure, and every task is done
     assert verdict.state == "complete", f"{verdict} {chaos.done}\n{job.text()[-4000:]}"
     assert job.counted_failures == 0, f"{chaos.done}\n{job.counted_text()[-4000:]}"
