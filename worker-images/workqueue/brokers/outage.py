@@ -43,9 +43,10 @@ class Outage:
         now = time.monotonic()
         away = now - self.started
         if away + self.delay > self.tolerance:
+            # A failure that knows its fix (a refusal rather than silence) says it instead.
             raise BrokerUnavailable(
                 f"cannot reach {self.server} after {self.tolerance:.0f}s ({reason(exc)}): "
-                f"{self.fix}") from exc
+                f"{getattr(exc, 'fix', self.fix)}") from exc
         if now >= self.next_log:
             if self.next_log == self.started:
                 first = ("lost the connection to %s (%s); retrying for up to %.0fs" if self.lost

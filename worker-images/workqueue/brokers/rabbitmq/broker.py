@@ -263,7 +263,7 @@ class RabbitMQBroker(Broker):
             lambda channel: records.sample(channel, self.names["report"], size))))
 
     def publish_records(self, channel: BlockingChannel, pairs: list[list[str]]) -> None:
-        """Part of the caller's transaction: records as [id, record] pairs."""
+        """Part of the caller's settle or transaction: records as [id, record] pairs."""
         records.publish_records(channel, self.names["report"], pairs)
 
     def purge(self) -> None:

@@ -52,6 +52,14 @@ restart (a full test run): that queue still holds its tasks, and calling the run
 (exit 6, "turn on broker.persistence") would have failed the Job for nothing."""
 
 
+class PublishRefused(ConnectionLost):
+    """The broker nacked a publish: one of our quorum queues has no leader. On one node a
+    restart ends it; on a cluster, a majority of the queue's nodes coming back."""
+
+    fix = ("if it lasts, restart the broker: `rabbitmqctl list_queues name leader` shows the "
+           "queue without a leader, and the broker's log why")
+
+
 def queue_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` is a 404 for a queue that exists but cannot answer now: an outage to
     ride out, not lost state (a queue that is gone is "NOT_FOUND - no queue ...")."""
@@ -240,6 +248,13 @@ class Link:
                 # are gone as with a dropped connection, and the call is tried again as then.
                 failure: BaseException = ConnectionLost(unavailable_text(exc))
                 failure.__cause__ = exc
+            except amqp.NackError as exc:
+                # The broker would not store a publish (a quorum queue without a leader): the
+                # settle that made it sent no ack, and its deliveries go back to their queue
+                # with this connection, as on a drop; the call is tried again as then.
+                failure = PublishRefused(f"{self.server} refused to store a message (a queue "
+                                         "without a leader)")
+                failure.__cause__ = exc
             except Exception as exc:
                 # A settle inside ``action`` (a fetch moving a task that came back) raises
                 # ConnectionLost when the connection drops under it; the whole action is then
@@ -254,6 +269,8 @@ class Link:
             if self.channel is not None:
                 self.lost(failure)
             if not retry:
+                if isinstance(failure, ConnectionLost):
+                    raise failure  # what the broker said, for the log and the final error
                 raise ConnectionLost(f"connection to {self.server} dropped") from failure
             if outage is None:
                 outage = Outage(self.server, self.outage_seconds, unreachable_fix(self.server))

@@ -1,5 +1,12 @@
-"""One worker's view of a RabbitMQ queue: a subscription with prefetch on a transactional
-channel (basic.get at batch 1), settling each batch in one transaction."""
+"""One worker's view of a RabbitMQ queue: a subscription with prefetch (basic.get at batch 1)
+on a channel in confirm mode.
+
+Each settle publishes first (a receipt, a record, a retry, a move to another queue) and acks
+only once the broker has confirmed every publish: a worker or broker that dies in between
+leaves a copy (the task runs again; receipts count each task once), never a loss. A
+transaction does not give that: AMQP transactions are not atomic across queues, and RabbitMQ
+commits one whose publish into a quorum queue without a leader was dropped (reproduced on 3.10
+and 4.0: tests/integration/test_rabbitmq_settles.py), where a confirm is a nack."""
 
 from __future__ import annotations
 
@@ -51,8 +58,8 @@ tasks its worker held when its connection dropped: the next heartbeat tries agai
 
 
 class RabbitConsumer(Consumer):
-    """Consumes with prefetch on a transactional channel; a dropped connection is opened again
-    (connection.Link), and what it held goes back to the queue.
+    """Consumes with prefetch on a channel in confirm mode; a dropped connection is opened
+    again (connection.Link), and what it held goes back to the queue.
 
     Items given back (``release``) stay with this consumer until ``close``, which cancels the
     subscription first and only then republishes them. Republished while subscribed, they would
@@ -99,7 +106,7 @@ class RabbitConsumer(Consumer):
 
     def _on_open(self, channel: BlockingChannel) -> None:
         """A new connection: nothing held, no subscription yet."""
-        channel.tx_select()
+        channel.confirm_delivery()
         self.buffer.clear()
         self.returned.clear()
         self.unacked.clear()
@@ -133,8 +140,8 @@ class RabbitConsumer(Consumer):
         it must not hand a delivery back: pika rejects what arrives for a cancelled consumer,
         and RabbitMQ 4 counts each rejection as a run (x-delivery-count). So the old one is
         cancelled only while its window is full: every delivery it may get is already here
-        (in ``unacked``), and the server sends it nothing more before an ack, and our acks
-        wait in the transaction until a commit. A queue that is gone raises StateLost
+        (in ``unacked``), and the server sends it nothing more before an ack; none is sent
+        between this check and the cancel. A queue that is gone raises StateLost
         (Link.call)."""
         channel = self.link.channel
         if self.tag is not None:
@@ -164,14 +171,14 @@ class RabbitConsumer(Consumer):
         self.in_window.add(method.delivery_tag)  # type: ignore[attr-defined]
 
     def _settle(self, action: Callable[[], T]) -> T:
-        """Run one transactional settle; a dropped connection raises ConnectionLost, since
-        the deliveries it names went back to the queue with it."""
+        """Run one settle (publishes, then acks); a dropped connection raises ConnectionLost,
+        since the deliveries it names went back to the queue with it."""
         try:
             return self.link.call(lambda _channel: action(), retry=False)
         except amqp.ChannelClosedByBroker as exc:
-            # The transaction did not commit. Seen when our queue was deleted under us: the
-            # ack of a delivery it held is an "unknown delivery tag" (406). The next fetch, on
-            # a new connection, finds the queue gone (StateLost) or carries on.
+            # Seen when our queue was deleted under us: the ack of a delivery it held is an
+            # "unknown delivery tag" (406). The next fetch, on a new connection, finds the
+            # queue gone (StateLost) or carries on.
             raise ConnectionLost(f"{self.broker.server} closed the channel: {exc}") from exc
 
     def _ack(self, tag: int) -> None:
@@ -319,11 +326,10 @@ class RabbitConsumer(Consumer):
 
     def _move(self, delivery: Delivery, role: str, next_attempt: int,
               suspect: str | None = None) -> None:
-        """Republish to queue ``role`` with its attempt, in one transaction with the ack."""
+        """Republish to queue ``role`` with its attempt, then ack it."""
         self._publish_item(delivery.item, next_attempt, item_error=None, role=role,
                            suspect=suspect)
         self._ack(delivery.handle)
-        self.link.channel.tx_commit()
         self.next_isolated_check = 0.0
 
     def _idle(self) -> Fetch:
@@ -341,9 +347,10 @@ class RabbitConsumer(Consumer):
                                                  self.run_id))
             self.total = marker["total"]
         resolved = self.broker.done_count() + self.broker.count("dead")
-        # A transaction is not atomic across queues: a broker that crashes mid-commit can keep
-        # a receipt and lose its acks, so those items run again and are counted twice. The
-        # count alone could then reach the total early; nothing may be waiting either.
+        # A settle's receipt lands before its acks: a worker or broker that dies in between
+        # keeps the receipt and loses the acks, so those items run again, and the count alone
+        # could reach the total early (a second dead letter for one item counts twice); nothing
+        # may be waiting either.
         return Fetch(drained=resolved >= self.total and all(
             self.broker.count(role) == 0 for role in WAITING_ROLES))
 
@@ -365,7 +372,8 @@ class RabbitConsumer(Consumer):
         return self.ack_many(done), self.fetch(count)
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        # One transaction: every receipt, record and ack land together, or none do.
+        # The receipt and records are confirmed before the acks: a crash between leaves the
+        # tasks to run again, counted once (records.done_count).
         def action() -> list[Outcome]:
             self.link.channel.basic_publish(
                 "", self.broker.names["done"], receipt([d.item.id for d in deliveries]),
@@ -383,7 +391,6 @@ class RabbitConsumer(Consumer):
             else:
                 for tag in tags:
                     self._ack(tag)
-            self.link.channel.tx_commit()
             return [Outcome.DONE] * len(deliveries)
 
         return self._settle(action) if deliveries else []
@@ -402,7 +409,6 @@ class RabbitConsumer(Consumer):
             self.link.channel.basic_publish("", self.broker.names["retries"], item.id,
                                        persistent())
             self._ack(delivery.handle)
-            self.link.channel.tx_commit()
             return Outcome.RETRY
 
         return self._settle(action)
@@ -418,7 +424,6 @@ class RabbitConsumer(Consumer):
                                       error=error).encode()
         self.broker.publish_records(self.link.channel, [[body["id"], record]])
         self._ack(tag)
-        self.link.channel.tx_commit()
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         """Hold the items for ``close`` to give back (see the class docstring)."""
@@ -434,7 +439,6 @@ class RabbitConsumer(Consumer):
                 self._publish_item(delivery.item, delivery.item.attempt, item_error=None,
                                    role=role)
                 self._ack(delivery.handle)
-            self.link.channel.tx_commit()
 
         if deliveries:
             try:
@@ -477,9 +481,8 @@ class RabbitConsumer(Consumer):
             self._vouch_aside()
 
     def _pay_owed(self, channel: BlockingChannel) -> None:
-        """Publish the pardons we owe on transactional ``channel``, then forget them."""
+        """Publish the pardons we owe on ``channel`` (in confirm mode), then forget them."""
         pardons.publish(channel, self.broker.names["pardons"], self.owed)
-        channel.tx_commit()
         self.owed.clear()
 
     def _vouch_aside(self) -> None:
@@ -496,7 +499,7 @@ class RabbitConsumer(Consumer):
             return
         try:
             channel = connection.channel()
-            channel.tx_select()
+            channel.confirm_delivery()
             self._pay_owed(channel)
         except Exception as exc:
             if not is_link_error(exc):

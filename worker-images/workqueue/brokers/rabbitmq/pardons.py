@@ -23,7 +23,7 @@ dropped at the next redeem."""
 
 
 def publish(channel: BlockingChannel, queue: str, held: list[tuple[str, str]]) -> None:
-    """Part of the caller's transaction: one pardon per (item id, token) ``held``."""
+    """Part of the caller's settle or transaction: one pardon per (item id, token) ``held``."""
     for item_id, token in held:
         channel.basic_publish("", queue, json.dumps({"id": item_id, "token": token,
                                                      "at": time.time()}), persistent())

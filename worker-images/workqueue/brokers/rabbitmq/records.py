@@ -22,7 +22,7 @@ REPORT_CHUNK = 1000
 
 
 def publish_records(channel: BlockingChannel, queue: str, pairs: list[list[str]]) -> None:
-    """Part of the caller's transaction: records as [id, record] pairs."""
+    """Part of the caller's settle or transaction: records as [id, record] pairs."""
     channel.basic_publish("", queue, json.dumps(pairs, ensure_ascii=False), persistent())
 
 
