@@ -64,21 +64,21 @@ class RabbitMQBroker(Broker):
         self.link.call(self._declare)
         for name in self._started_half:
             log.error("%s failed while creating queue %r (541 INTERNAL_ERROR): if `rabbitmqctl "
-                      "list_queues name leader` shows it without a leader, it drops what is sent "
-                      "to it and this run cannot finish. Restart the broker; its log says why (a "
-                      "supervisor of dead-letter workers that gave up, rabbitmq-server#16652, "
-                      "does this)", self.server, name)
+                      "list_queues name leader` shows it without a leader, it refuses what is "
+                      "sent to it (retries, crash suspects) and this run cannot finish. Restart "
+                      "the broker; its log says why (a supervisor of dead-letter workers that "
+                      "gave up, rabbitmq-server#16652, does this)", self.server, name)
 
     def _forget_seed_channel(self, _channel: BlockingChannel) -> None:
         self._seed_channel = None
 
     def _declare(self, channel: BlockingChannel) -> None:
         """Declare every queue. A queue that exists after a 541 on its own declaration was
-        created and not started: a quorum queue left so has no leader and drops what is
-        published to it in a transaction (a retry, a suspect), so the run waits for those tasks
-        for ever. Reproduced on RabbitMQ 3.10 and 4.0 with their supervisor of dead-letter
-        workers stopped, as rabbitmq-server#16652 leaves it; only a log line, though, as another
-        pod may have declared it meanwhile."""
+        created and not started: a quorum queue left so has no leader and refuses what is
+        published to it (a retry, a suspect), so workers end with exit 5 once their outage
+        tolerance is spent, their tasks still queued. Reproduced on RabbitMQ 3.10 and 4.0 with
+        their supervisor of dead-letter workers stopped, as rabbitmq-server#16652 leaves it;
+        only a log line, though, as another pod may have declared it meanwhile."""
         if self._failed_on is not None and exists(channel, self._failed_on):
             self._started_half.append(self._failed_on)
         self._failed_on = None
