@@ -24,7 +24,7 @@ from .measure import child, our_worker, parallel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from servers import TRIXIE_ROOT, RabbitNode, RootRedis  # noqa: E402  (the tests' servers)
+from servers import TRIXIE_ROOT, RabbitCluster, RabbitNode, RootRedis  # noqa: E402  (the tests')
 
 SERVERS = (("Redis 7.0", "redis", None), ("Redis 8.0", "redis", TRIXIE_ROOT),
            ("RabbitMQ 3.10", "rabbitmq", None), ("RabbitMQ 4.0", "rabbitmq", TRIXIE_ROOT))
@@ -93,8 +93,11 @@ class Bench:
         print(row.markdown(), flush=True)
 
     def server(self, kind: str, label: str | None = None) -> tuple[str, str]:
-        """(url, password) of ``label``'s server, or of the bookworm one of ``kind``."""
+        """(url, password) of ``label``'s server (a cluster: one URL per node), or of the
+        bookworm one of ``kind``."""
         node = self.servers[label] if label else self.redis if kind == "redis" else self.rabbit
+        if isinstance(node, RabbitCluster):
+            return ",".join(node.urls), node.password
         return node.url, node.password
 
     def task_file(self, count: int) -> Path:
@@ -233,6 +236,26 @@ class Bench:
         self.add(Row("Redis memory per task: its report record, once settled (vs queued)",
                      f"{(settled - bare) / count:.0f} B", f"{(seeded - before) / count:.0f} B"))
 
+    def replication(self) -> None:
+        """The defaults at 4 workers on a 3-node cluster, every queue replicated to all three
+        (broker.rabbitmq.replicas: 3), against the one node: the price of surviving a lost
+        node. The cluster runs beside the one node, which this measures again meanwhile."""
+        count = self.sizes.rabbit_items
+        for label, kind, root in SERVERS:
+            if kind != "rabbitmq":
+                continue
+            cluster = RabbitCluster(3, root).start()
+            try:
+                self.servers[f"{label} cluster"] = cluster  # type: ignore[assignment]
+                clustered = self.ours(kind, f"{label} cluster", 4, None, count)
+                one = self.ours(kind, label, 4, None, count)
+            finally:
+                del self.servers[f"{label} cluster"]
+                cluster.cleanup()
+            self.add(Row(f"{label} fine, 4 workers, the defaults, on 3 replicated nodes "
+                         "(vs 1 node)", f"{clustered:,.0f} items/s", f"{one:,.0f} items/s",
+                         clustered / one))
+
     def ceiling(self) -> None:
         url, password = self.server("redis")
         port = url.rsplit(":", 1)[1].split("/")[0]
@@ -269,6 +292,10 @@ How to read it:
   true` at the defaults (1,000 and 200 items), which leaves out starting Python and connecting,
   paid once per pod. It includes the queue's own cost per item (the Python API row, also at
   the defaults).
+- The replication rows run the defaults on a 3-node RabbitMQ cluster started beside the one
+  node (`broker.rabbitmq.replicas: 3`): every queue is a quorum queue on all three nodes, and
+  each commit waits for a majority of them. On this machine the three nodes share its cores
+  with the workers, so the ratio is a floor for nodes on machines of their own.
 - The report row is Redis memory: what a settled task's record takes (with a worker name as
   long as a pod's), beside what a queued 30-byte task takes. On RabbitMQ the records are
   messages of a version-2 classic queue, which keeps them on disk.
@@ -330,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.generator()
         bench.runner_cost()
         bench.report_memory()
+        bench.replication()
         bench.ceiling()
     finally:
         for node in servers.values():

@@ -315,3 +315,60 @@ class RabbitNode:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+
+class RabbitCluster:
+    """``size`` RabbitMQ nodes of one root that form one cluster as the chart's StatefulSet
+    does: classic config peer discovery, listing every node (the shared Erlang cookie is the
+    root's rabbitmq user's), all started at once (podManagementPolicy: Parallel). RabbitMQ 4.0
+    waits for its peers at a first boot: a node started alone never opened its port."""
+
+    def __init__(self, size: int, root: Path | None = None, extra_conf: str = "") -> None:
+        names = [node_name() for _ in range(size)]
+        discovery = "cluster_formation.peer_discovery_backend = classic_config\n" + "".join(
+            f"cluster_formation.classic_config.nodes.{i} = {name}\n"
+            for i, name in enumerate(names, start=1))
+        # One password: a node that joins takes the cluster's users, not its own config's.
+        password = secrets.token_hex(12)
+        self.nodes = [RabbitNode(discovery + extra_conf, root, name, password)
+                      for name in names]
+
+    def start(self) -> RabbitCluster:
+        try:
+            with ThreadPoolExecutor(len(self.nodes)) as pool:
+                list(pool.map(RabbitNode.start, self.nodes))
+            members = self.nodes[0].ctl("cluster_status --formatter json")
+            missing = [node.name for node in self.nodes if node.name not in members]
+            if missing:
+                raise RuntimeError(f"nodes {missing} did not join the cluster "
+                                   f"(logs: {[str(node.dir / 'log') for node in self.nodes]})")
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    @property
+    def password(self) -> str:
+        return self.nodes[0].password
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def leader_of(self, queue: str) -> RabbitNode:
+        """The node that leads quorum queue ``queue`` now."""
+        for row in json.loads(self.running()[0].ctl("list_queues name leader --formatter json")):
+            if row["name"] == queue:
+                return next(node for node in self.nodes if node.name == row["leader"])
+        raise LookupError(f"no quorum queue {queue!r} in the cluster")
+
+    def queues(self) -> str:
+        """Each queue's ready and unacknowledged messages and leader, for a failure message."""
+        return self.running()[0].ctl("list_queues name messages_ready messages_unacknowledged "
+                                     "leader")
+
+    def running(self) -> list[RabbitNode]:
+        return [node for node in self.nodes if node._node_pid() is not None]
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()

@@ -57,6 +57,7 @@ def _merge_into(target: dict, layer: dict) -> None:
 
 
 RABBITMQ = {"broker": {"type": "rabbitmq"}}
+CLUSTER_VALUES = {"broker": {"type": "rabbitmq", "rabbitmq": {"replicas": 3}}}
 CHUNKED = {"configMaps": ["frames-00000"], "count": 5, "checksum": "ab12"}
 EXTERNAL = {"broker": {"external": {"enabled": True, "host": "queue.example"},
                        "auth": {"existingSecret": "queue-password"}}}
@@ -101,6 +102,9 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("broker.external.enabled", True, {"broker": {"external": {"host": "queue.example"},
                                                   "auth": {"existingSecret": "queue-password"}}}),
     ("broker.external.host", "other.example", EXTERNAL),
+    ("broker.external.hosts", ["queue-0.example", "queue-1.example", "queue-2.example"],
+     EXTERNAL_RABBITMQ),
+    ("broker.external.replicas", 3, EXTERNAL_RABBITMQ),
     ("broker.external.port", 6380, EXTERNAL),
     ("broker.external.user", "jobs", EXTERNAL_RABBITMQ),
     ("broker.external.vhost", "batch", EXTERNAL_RABBITMQ),
@@ -108,6 +112,8 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("broker.external.redisUser", "jobs", EXTERNAL),
     ("broker.external.tls", True, EXTERNAL),
     ("broker.auth.existingSecret", "queue-password", {}),
+    ("broker.auth.erlangCookieKey", "cookie", merged(CLUSTER_VALUES, {
+        "broker": {"auth": {"existingSecret": "queue-password"}}})),
     ("broker.auth.passwordKey", "secret", {}),
     ("broker.redis.image.repository", "mirror.example/redis", {}),
     ("broker.redis.image.tag", "7.4.3-alpine", {}),
@@ -120,6 +126,8 @@ CHANGES: list[tuple[str, object, dict]] = [
     ("broker.rabbitmq.consumerTimeoutSeconds", 3600, RABBITMQ),
     ("broker.rabbitmq.resources", RESOURCES, RABBITMQ),
     ("broker.rabbitmq.startupSeconds", 300, RABBITMQ),
+    # A new node count is a new StatefulSet (its shape is immutable), named by the count
+    ("broker.rabbitmq.replicas", 3, RABBITMQ),
     ("broker.persistence.enabled", False, {}),
     ("broker.persistence.storageClass", "fast-ssd", {}),
     ("broker.persistence.size", "5Gi", {}),
@@ -281,6 +289,28 @@ def test_every_value_change_is_an_update_the_api_server_accepts(helm_name, mode,
     assert not check_upgrade(old, new)
 
 
+CLUSTER = CLUSTER_VALUES
+CLUSTER_CHANGES = [(path, value) for path, value, needs in CHANGES
+                   if path.startswith(("broker.rabbitmq.", "broker.persistence.",
+                                       "broker.podDisruptionBudget.", "broker.auth."))
+                   and path != "broker.rabbitmq.replicas"]
+
+
+@pytest.mark.parametrize("helm_name", HELM_NAMES)
+@pytest.mark.parametrize(("path", "value"), CLUSTER_CHANGES, ids=[c[0] for c in CLUSTER_CHANGES])
+def test_every_broker_value_change_on_a_cluster_is_an_update_the_api_server_accepts(
+        helm_name, path, value):
+    old, new = render_pair(helm_name, CLUSTER, merged(CLUSTER, at(path, value)))
+    assert not check_upgrade(old, new)
+
+
+def test_a_clusters_claim_templates_carry_no_label_a_chart_upgrade_changes():
+    # volumeClaimTemplates may never change: the chart's version label would change them
+    [statefulset] = [o for o in render_chart(CLUSTER) if o["kind"] == "StatefulSet"]
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    assert not {"helm.sh/chart", "app.kubernetes.io/version"} & set(claim["metadata"]["labels"])
+
+
 @pytest.mark.parametrize("helm_name", HELM_NAMES)
 def test_the_rules_catch_what_the_api_server_refuses(helm_name):
     # A check that cannot fail proves nothing: fixed Job names, as the chart had them before,
@@ -386,6 +416,12 @@ def test_gitops_renders_are_identical_with_an_existing_secret(helm_name):
     secret_volumes = {v["secret"]["secretName"] for _obj, spec in render.pod_specs(objects)
                       for v in spec.get("volumes", []) if "secret" in v}
     assert secret_volumes == {"frames-broker"}
+    # A cluster's Erlang cookie comes from that Secret too
+    cluster = merged(CLUSTER, gitops)
+    first, second = (template(cluster, helm_name, reuse=False) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert "kind: Secret" not in first.stdout
     # Without it, two renders disagree: that is why the README asks for it
     plain = [template({}, helm_name, reuse=False).stdout for _ in range(2)]
     assert plain[0] != plain[1]

@@ -164,6 +164,15 @@ def test_notes_say_what_uninstall_leaves_behind():
     ({"worker": {"command": []}}, "worker.command is empty"),
     ({"worker": {"env": [{"name": "WORKQUEUE_QUEUE", "value": "elsewhere"}]}},
      "worker.env sets WORKQUEUE_QUEUE, which the chart sets from its values"),
+    # A quorum of 4 survives one lost node, as one of 3 does, at a third more cost
+    ({"broker": {"type": "rabbitmq", "rabbitmq": {"replicas": 4}}},
+     "broker.rabbitmq.replicas is 4; use an odd number such as 1, 3 or 5"),
+    ({"broker": {"rabbitmq": {"replicas": 3}}},
+     "broker.rabbitmq.replicas is 3, but only RabbitMQ replicates queues"),
+    ({"broker": {"type": "rabbitmq", "external": {"enabled": True, "host": "q.example",
+                                                  "replicas": 2},
+                 "auth": {"existingSecret": "s"}}},
+     "broker.external.replicas is 2; use an odd number"),
 ])
 def test_values_a_cluster_would_choke_on_are_refused_with_one_line(helm_name, values, says):
     # Pods with a bad image name wait in InvalidImageName for good, which no podFailurePolicy

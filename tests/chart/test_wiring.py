@@ -103,18 +103,38 @@ def test_worker_reaches_the_broker_service_or_the_external_host(case):
            rendered[("Job", "demo-workqueue-job-worker")]["spec"]["template"]["spec"]
            ["containers"][0]["env"]}
     url = env["WORKQUEUE_BROKER_URL"]
-    if broker.get("external", {}).get("enabled"):
-        assert f"@{broker['external']['host']}:" in url or f"//{broker['external']['host']}:" in url
+    urls = url.split(",")
+    external = broker.get("external", {})
+    nodes = broker.get("rabbitmq", {}).get("replicas", 1)
+    if external.get("enabled"):
+        hosts = external.get("hosts") or [external["host"]]
+        assert len(urls) == len(hosts)
+        for host, one in zip(hosts, urls, strict=True):
+            assert f"@{host}:" in one or f"//{host}:" in one
         assert not any(o["kind"] == "StatefulSet" for o in objects)
-    else:
+    elif nodes == 1:
         service = rendered[("Service", "demo-workqueue-job-broker")]
         port = service["spec"]["ports"][0]["port"]
         assert f"demo-workqueue-job-broker.jobs.svc:{port}/" in url
         broker_pods = rendered[("StatefulSet", "demo-workqueue-job-broker")]["spec"]["template"]
         selector = service["spec"]["selector"]
         assert selector.items() <= broker_pods["metadata"]["labels"].items()
+    else:
+        # One URL per node, by its name under the headless peers Service
+        [statefulset] = [o for o in objects if o["kind"] == "StatefulSet"]
+        name = statefulset["metadata"]["name"]
+        assert name.startswith(f"demo-workqueue-job-broker-{nodes}-")
+        peers = rendered[("Service", "demo-workqueue-job-broker-peers")]["spec"]
+        assert statefulset["spec"]["serviceName"] == "demo-workqueue-job-broker-peers"
+        assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"]
+        assert peers["selector"].items() <= statefulset["spec"]["template"]["metadata"][
+            "labels"].items()
+        assert urls == [f"amqp://workqueue@{name}-{i}."
+                        f"demo-workqueue-job-broker-peers.jobs.svc:5672/%2F"
+                        for i in range(nodes)]
+        assert env["WORKQUEUE_BROKER_REPLICAS"] == str(nodes)
     scheme = "redis://" if broker.get("type", "redis") == "redis" else "amqp://"
-    assert url.startswith(scheme)
+    assert all(one.startswith(scheme) for one in urls)
 
 
 def test_coarse_completions_equal_the_task_count_fine_counts_worker_pods(case):
@@ -208,7 +228,7 @@ def test_only_the_release_pods_reach_the_broker(case):
         is_client = (spec["containers"][0].get("command", [""])[0] == "workqueue"
                      or obj["kind"] == "CronJob")
         assert (allowed.items() <= labels.items()) == is_client, obj["metadata"]["name"]
-    broker = rendered[("StatefulSet", "demo-workqueue-job-broker")]["spec"]["template"]
+    [broker] = [o["spec"]["template"] for o in objects if o["kind"] == "StatefulSet"]
     assert policy["podSelector"]["matchLabels"].items() <= broker["metadata"]["labels"].items()
 
 

@@ -480,6 +480,23 @@ def test_deleted_broker_pod_with_persistence_loses_nothing(case, broker):
     case.finish()
 
 
+def test_a_rabbitmq_cluster_loses_a_node_and_the_run_loses_nothing(case):
+    # broker.rabbitmq.replicas: 3 (README: High availability): one node deleted mid-run, the
+    # run goes on with the other two, and no worker pod fails for it
+    if not case.kube.default_storage:
+        pytest.skip("the cluster has no default StorageClass for the brokers' claims")
+    case.install("rabbitmq", "fine", SLOW, "broker.rabbitmq.replicas=3")
+    case.wait_for_progress(6)
+    [statefulset] = case.kube.apps.list_namespaced_stateful_set(
+        case.namespace, label_selector="app.kubernetes.io/component=broker").items
+    victim = f"{statefulset.metadata.name}-1"
+    progress(f"{case.name}: deleting broker node {victim} mid-run (3 nodes)")
+    case.kube.core.delete_namespaced_pod(victim, case.namespace)
+    check_every_task_done(case)
+    assert not case.job().status.failed, case.job().status
+    case.finish()
+
+
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_deleted_broker_pod_without_persistence_fails_the_job(case, broker):
     # The pod comes back on a new, empty emptyDir: the run's state is gone, and the workers

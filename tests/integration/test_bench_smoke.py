@@ -26,7 +26,9 @@ def test_bench_smoke_prints_every_row(tmp_path):
                 "RabbitMQ 4.0 fine, 4 workers, batch 10", "Redis seeding 2,000 tasks",
                 "Generator, 10,000 tasks", "Generator scaling", "Worker process peak RSS",
                 "vs the 1 ms target", "its report record", "Ceiling: redis-benchmark",
-                "RabbitMQ 4.0: "):
+                "RabbitMQ 4.0: ",
+                "RabbitMQ 3.10 fine, 4 workers, the defaults, on 3 replicated nodes (vs 1 node)",
+                "RabbitMQ 4.0 fine, 4 workers, the defaults, on 3 replicated nodes (vs 1 node)"):
         assert row in table, f"missing row {row!r}"
     ratios = re.findall(r"\| ([0-9.]+)x \|", table)
     assert len(ratios) >= 10 and all(float(r) > 0 for r in ratios), ratios

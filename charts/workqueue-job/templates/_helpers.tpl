@@ -129,9 +129,74 @@ app.kubernetes.io/managed-by: {{ .context.Release.Service }}
 {{- else }}5672{{ end }}
 {{- end }}
 
-{{/* Broker URL without the password (that comes from the Secret). */}}
+{{/*
+RabbitMQ nodes each queue is replicated to: broker.rabbitmq.replicas for the bundled broker,
+broker.external.replicas for an external one (1 for Redis). An odd number: a quorum of an even
+count survives no more lost nodes than one of one node fewer.
+*/}}
+{{- define "workqueue-job.broker.replicas" -}}
+{{- $ext := .Values.broker.external }}
+{{- $n := int (ternary $ext.replicas .Values.broker.rabbitmq.replicas $ext.enabled) }}
+{{- $key := ternary "broker.external.replicas" "broker.rabbitmq.replicas" $ext.enabled }}
+{{- if and (gt $n 1) (eq (include "workqueue-job.broker.type" .) "redis") }}
+{{- fail (printf "%s is %d, but only RabbitMQ replicates queues: set it to 1 with broker.type redis (Redis replication is asynchronous; README: High availability)" $key $n) }}
+{{- end }}
+{{- if eq (mod $n 2) 0 }}
+{{- fail (printf "%s is %d; use an odd number such as 1, 3 or 5 (a quorum of %d nodes survives no more lost nodes than one of %d)" $key $n $n (sub $n 1)) }}
+{{- end }}
+{{- $n }}
+{{- end }}
+
+{{/* The bundled RabbitMQ's StatefulSet. A cluster's is named by its node count and a digest
+of its volumes, a shape no update can change (podManagementPolicy, serviceName,
+volumeClaimTemplates): a new count or storage makes a new, empty cluster, as a new claim gives
+the single node an empty volume. Short enough for the pods' controller-revision-hash label. */}}
+{{- define "workqueue-job.broker.statefulSetName" -}}
+{{- $n := include "workqueue-job.broker.replicas" . | int }}
+{{- if gt $n 1 }}
+{{- $volumes := ternary (include "workqueue-job.broker.claimSpec" .) "emptyDir" .Values.broker.persistence.enabled }}
+{{- printf "%s-%d-%s" (include "workqueue-job.broker.fullname" . | trunc 40 | trimSuffix "-") $n ($volumes | sha256sum | trunc 8) }}
+{{- else }}
+{{- include "workqueue-job.broker.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* The headless Service that gives each node of the bundled cluster its DNS name. */}}
+{{- define "workqueue-job.broker.peersName" -}}
+{{- include "workqueue-job.broker.fullname" . }}-peers
+{{- end }}
+
+{{/* The hosts the workers connect to: one per node of a cluster, else the one broker. */}}
+{{- define "workqueue-job.broker.hosts" -}}
+{{- $ext := .Values.broker.external }}
+{{- $hosts := list }}
+{{- if and $ext.enabled $ext.hosts }}
+{{- $hosts = $ext.hosts }}
+{{- else if and (not $ext.enabled) (gt (include "workqueue-job.broker.replicas" . | int) 1) }}
+{{- $sts := include "workqueue-job.broker.statefulSetName" . }}
+{{- $peers := include "workqueue-job.broker.peersName" . }}
+{{- range $i := until (include "workqueue-job.broker.replicas" . | int) }}
+{{- $hosts = append $hosts (printf "%s-%d.%s.%s.svc" $sts $i $peers $.Release.Namespace) }}
+{{- end }}
+{{- else }}
+{{- $hosts = list (include "workqueue-job.broker.host" .) }}
+{{- end }}
+{{- toJson $hosts }}
+{{- end }}
+
+{{/* Broker URL without the password (that comes from the Secret): one per host, separated by
+commas, for a RabbitMQ cluster. */}}
 {{- define "workqueue-job.broker.url" -}}
-{{- $host := include "workqueue-job.broker.host" . }}
+{{- $urls := list }}
+{{- range $host := include "workqueue-job.broker.hosts" . | fromJsonArray }}
+{{- $urls = append $urls (include "workqueue-job.broker.hostUrl" (dict "context" $ "host" $host)) }}
+{{- end }}
+{{- join "," $urls }}
+{{- end }}
+
+{{- define "workqueue-job.broker.hostUrl" -}}
+{{- $host := .host }}
+{{- with .context }}
 {{- $port := include "workqueue-job.broker.port" . }}
 {{- $ext := .Values.broker.external }}
 {{- $tls := and $ext.enabled $ext.tls }}
@@ -142,6 +207,7 @@ app.kubernetes.io/managed-by: {{ .context.Release.Service }}
 {{- $user := ternary $ext.user .Values.broker.rabbitmq.user $ext.enabled }}
 {{- $vhost := ternary $ext.vhost "/" $ext.enabled }}
 {{- printf "%s://%s@%s:%s/%s" (ternary "amqps" "amqp" $tls) $user $host $port (urlquery $vhost) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -276,6 +342,10 @@ capabilities:
   value: {{ include "workqueue-job.broker.url" . | quote }}
 - name: WORKQUEUE_BROKER_PASSWORD_FILE
   value: {{ include "workqueue-job.brokerAuthDir" . }}/password
+{{- if gt (include "workqueue-job.broker.replicas" . | int) 1 }}
+- name: WORKQUEUE_BROKER_REPLICAS
+  value: {{ include "workqueue-job.broker.replicas" . | quote }}
+{{- end }}
 - name: WORKQUEUE_QUEUE
   value: {{ include "workqueue-job.queue" . | quote }}
 - name: WORKQUEUE_RUN_ID

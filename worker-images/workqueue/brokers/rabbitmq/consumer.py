@@ -100,6 +100,11 @@ class RabbitConsumer(Consumer):
         self.window = 0
         """The prefetch of our subscription (0: none yet): the batch size last asked for."""
         self.cancelled_by_server = False
+        self.acks_lost = False
+        """Set while a settle is redone on a new connection with the deliveries' acks left out
+        (_settle): on a cluster, the node that held them may be gone."""
+        self.orphans: list[tuple[pika.BasicProperties, bytes]] = []
+        """Unstarted deliveries held on a connection lost on a cluster, to publish again."""
         self.link = Link(broker.nodes, broker.server, broker.queue, broker.outage_seconds,
                          on_open=self._on_open, on_lost=self._on_lost)
         self.link.connect(broker.outage_seconds)
@@ -122,15 +127,39 @@ class RabbitConsumer(Consumer):
         channel.add_on_cancel_callback(self._on_cancel)
         if self.owed:
             self._pay_owed(channel)
+        if self.orphans:
+            self._publish_orphans(channel)
 
     def _on_lost(self, _exc: BaseException) -> None:
-        """What a dropped connection costs: the server puts back what it held."""
+        """What a dropped connection costs: the server puts back what it held. On a cluster
+        the connection's node may be gone, and RabbitMQ 4.0.5 then kept deliveries checked out
+        to its consumers until that node came back (a 3-node test: 32 tasks, and a run that
+        waited on them): so what we held and had not started goes back as copies too. A task
+        then may run twice; receipts name their tasks, so it counts once."""
         held = len(self.unacked) + len(self.returned)
         if held:
             log.warning("the %d task(s) leased on the lost connection go back to the queue and "
                         "run again", held)
         self.owed.extend(self.alone.values())
         self.alone.clear()
+        if self.broker.replicas > 1:
+            self.orphans.extend((props, body) for _tag, props, body in self.buffer)
+            self.orphans.extend((persistent(headers={ATTEMPT_HEADER: d.item.attempt}),
+                                 encode(d.item.id, d.item.payload)) for d in self.returned)
+
+    def _publish_orphans(self, channel: BlockingChannel) -> None:
+        """Publish again, with their attempt unchanged, the unstarted tasks held on a lost
+        connection of a cluster (_on_lost)."""
+        for props, body in self.orphans:
+            headers = {key: value for key, value in (props.headers or {}).items()
+                       if key != "x-delivery-count"}
+            headers[TOKEN_HEADER] = fresh_token()
+            channel.basic_publish("", self.broker.names["tasks"], body,
+                                  persistent(headers=headers))
+        channel.tx_commit()
+        log.info("published again the %d unstarted task(s) held on the lost connection",
+                 len(self.orphans))
+        self.orphans.clear()
 
     def _subscribe(self, window: int) -> None:
         """Consume with a prefetch of ``window``, replacing the subscription we have.
@@ -172,7 +201,24 @@ class RabbitConsumer(Consumer):
 
     def _settle(self, action: Callable[[], T]) -> T:
         """Run one settle (publishes, then acks); a dropped connection raises ConnectionLost,
-        since the deliveries it names went back to the queue with it."""
+        since the deliveries it names went back to the queue with it. On a cluster, where they may
+        instead stay with a lost node until it returns (_on_lost), the settle is redone on a
+        new connection without its acks: its receipts, records, retries and dead letters are
+        published, and a delivery that comes back later runs again and counts once."""
+        try:
+            return self._settle_once(action)
+        except ConnectionLost as exc:
+            if self.broker.replicas == 1:
+                raise
+            log.info("recording on another node what was settled on the lost connection (%s)",
+                     exc)
+            self.acks_lost = True
+            try:
+                return self.link.call(lambda _channel: action())
+            finally:
+                self.acks_lost = False
+
+    def _settle_once(self, action: Callable[[], T]) -> T:
         try:
             return self.link.call(lambda _channel: action(), retry=False)
         except amqp.ChannelClosedByBroker as exc:
@@ -182,7 +228,8 @@ class RabbitConsumer(Consumer):
             raise ConnectionLost(f"{self.broker.server} closed the channel: {exc}") from exc
 
     def _ack(self, tag: int) -> None:
-        self.link.channel.basic_ack(tag)
+        if not self.acks_lost:
+            self.link.channel.basic_ack(tag)
         self._forget({tag})
 
     def _forget(self, tags: set[int]) -> None:
@@ -384,7 +431,8 @@ class RabbitConsumer(Consumer):
             last = max(tags)
             # Not with a task taken by basic.get beside the subscription: a delivery with a
             # lower tag may still wait to be dispatched to us, and the ack would take it too.
-            if not tags & self.isolated and {tag for tag in self.unacked if tag <= last} == tags:
+            if (not self.acks_lost and not tags & self.isolated
+                    and {tag for tag in self.unacked if tag <= last} == tags):
                 # Nothing else unsettled up to `last`: one ack covers the whole batch.
                 self.link.channel.basic_ack(last, multiple=True)
                 self._forget(tags)
