@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pika
@@ -143,14 +145,15 @@ class RabbitNode:
 
     user = "wq"
 
-    def __init__(self, extra_conf: str = "", root: Path | None = None) -> None:
+    def __init__(self, extra_conf: str = "", root: Path | None = None, name: str | None = None,
+                 password: str | None = None) -> None:
         self.root = root
         self.binary = _require(root, "rabbitmq-server")
         self.dir = Path(tempfile.mkdtemp(prefix="wq-rabbit-",
                                          dir=None if root is None else root / "tmp"))
         self.port, self.dist_port = free_port(), free_port()
-        self.name = node_name()
-        self.password = secrets.token_hex(12)
+        self.name = name or node_name()
+        self.password = password or secrets.token_hex(12)
         self.process: subprocess.Popen[bytes] | None = None
         self.boots = 0
         self.boots_checked = 1  # a first boot has no queues to recover, so nothing to trip
@@ -313,7 +316,6 @@ class RabbitNode:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
 
 
 class RabbitCluster:

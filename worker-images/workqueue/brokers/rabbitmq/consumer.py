@@ -17,6 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import pika
@@ -55,6 +56,14 @@ ISOLATED_CHECK_SECONDS = 1.0
 VOUCH_CONNECT_SECONDS = 3.0
 """Longest a heartbeat waits to reach the broker on a connection of its own to vouch for the
 tasks its worker held when its connection dropped: the next heartbeat tries again."""
+
+
+@dataclass(frozen=True)
+class Handle:
+    """How a delivery is settled: its tag, on the connection (counted from 1) it came on."""
+
+    connection: int
+    tag: int
 
 
 class RabbitConsumer(Consumer):
@@ -100,9 +109,8 @@ class RabbitConsumer(Consumer):
         self.window = 0
         """The prefetch of our subscription (0: none yet): the batch size last asked for."""
         self.cancelled_by_server = False
-        self.acks_lost = False
-        """Set while a settle is redone on a new connection with the deliveries' acks left out
-        (_settle): on a cluster, the node that held them may be gone."""
+        self.connections = 0
+        """Connections opened so far: a delivery's handle names the one it came on."""
         self.orphans: list[tuple[pika.BasicProperties, bytes]] = []
         """Unstarted deliveries held on a connection lost on a cluster, to publish again."""
         self.link = Link(broker.nodes, broker.server, broker.queue, broker.outage_seconds,
@@ -111,6 +119,7 @@ class RabbitConsumer(Consumer):
 
     def _on_open(self, channel: BlockingChannel) -> None:
         """A new connection: nothing held, no subscription yet."""
+        self.connections += 1
         channel.confirm_delivery()
         self.buffer.clear()
         self.returned.clear()
@@ -156,7 +165,6 @@ class RabbitConsumer(Consumer):
             headers[TOKEN_HEADER] = fresh_token()
             channel.basic_publish("", self.broker.names["tasks"], body,
                                   persistent(headers=headers))
-        channel.tx_commit()
         log.info("published again the %d unstarted task(s) held on the lost connection",
                  len(self.orphans))
         self.orphans.clear()
@@ -212,11 +220,8 @@ class RabbitConsumer(Consumer):
                 raise
             log.info("recording on another node what was settled on the lost connection (%s)",
                      exc)
-            self.acks_lost = True
-            try:
-                return self.link.call(lambda _channel: action())
-            finally:
-                self.acks_lost = False
+            # On the new connection the deliveries' handles are stale: their acks are left out.
+            return self.link.call(lambda _channel: action())
 
     def _settle_once(self, action: Callable[[], T]) -> T:
         try:
@@ -227,10 +232,17 @@ class RabbitConsumer(Consumer):
             # queue gone (StateLost) or carries on.
             raise ConnectionLost(f"{self.broker.server} closed the channel: {exc}") from exc
 
-    def _ack(self, tag: int) -> None:
-        if not self.acks_lost:
+    def _tag(self, handle: Handle) -> int | None:
+        """The delivery tag of ``handle`` on the current connection; None if it came on an
+        earlier one, with which the server took it back (a tag names another delivery on each
+        connection: acking it there would settle a task that never ran)."""
+        return handle.tag if handle.connection == self.connections else None
+
+    def _ack(self, handle: Handle) -> None:
+        tag = self._tag(handle)
+        if tag is not None:
             self.link.channel.basic_ack(tag)
-        self._forget({tag})
+            self._forget({tag})
 
     def _forget(self, tags: set[int]) -> None:
         """Settled deliveries: no longer held, alone or otherwise."""
@@ -304,10 +316,12 @@ class RabbitConsumer(Consumer):
         try:
             item_id_, payload = decode(body)
         except MalformedItem as exc:
-            self._bury(tag, {"id": "?", "payload": body.decode("utf-8", "replace")}, str(exc), 1)
+            self._bury(Handle(self.connections, tag),
+                       {"id": "?", "payload": body.decode("utf-8", "replace")}, str(exc), 1)
             log.error("%s; moved it to the dead letters", exc)
             return None
-        return Delivery(Item(item_id_, payload, attempt(props.headers or {})), tag)
+        return Delivery(Item(item_id_, payload, attempt(props.headers or {})),
+                        Handle(self.connections, tag))
 
     def _decode(self, raw: tuple[int, pika.BasicProperties, bytes]) -> Delivery | None:
         """A delivery of the `tasks` queue to run, or None if it is not to run in this batch.
@@ -427,18 +441,19 @@ class RabbitConsumer(Consumer):
                 persistent())
             self.broker.publish_records(self.link.channel, [[d.item.id, record_text(d, "done")]
                                                        for d in deliveries])
-            tags = {delivery.handle for delivery in deliveries}
-            last = max(tags)
+            current = [d.handle for d in deliveries if self._tag(d.handle) is not None]
+            tags = {handle.tag for handle in current}
+            last = max(tags, default=0)
             # Not with a task taken by basic.get beside the subscription: a delivery with a
             # lower tag may still wait to be dispatched to us, and the ack would take it too.
-            if (not self.acks_lost and not tags & self.isolated
+            if (len(current) == len(deliveries) and not tags & self.isolated
                     and {tag for tag in self.unacked if tag <= last} == tags):
                 # Nothing else unsettled up to `last`: one ack covers the whole batch.
                 self.link.channel.basic_ack(last, multiple=True)
                 self._forget(tags)
             else:
-                for tag in tags:
-                    self._ack(tag)
+                for handle in current:
+                    self._ack(handle)
             return [Outcome.DONE] * len(deliveries)
 
         return self._settle(action) if deliveries else []
@@ -461,7 +476,7 @@ class RabbitConsumer(Consumer):
 
         return self._settle(action)
 
-    def _bury(self, tag: int, body: dict, error: str, attempts: int,
+    def _bury(self, handle: Handle, body: dict, error: str, attempts: int,
               record: str | None = None) -> None:
         """Dead-letter, with the worker's ``record`` of the last run, or one saying what this
         consumer knows (an item that is not ours, or whose workers kept dying)."""
@@ -471,7 +486,7 @@ class RabbitConsumer(Consumer):
         record = record or TaskRecord(body["id"], "dead", attempts, finished=time.time(),
                                       error=error).encode()
         self.broker.publish_records(self.link.channel, [[body["id"], record]])
-        self._ack(tag)
+        self._ack(handle)
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         """Hold the items for ``close`` to give back (see the class docstring)."""
@@ -483,7 +498,7 @@ class RabbitConsumer(Consumer):
         the dead letters."""
         def action() -> None:
             for delivery in deliveries:
-                role = "isolated" if delivery.handle in self.isolated else "tasks"
+                role = "isolated" if self._tag(delivery.handle) in self.isolated else "tasks"
                 self._publish_item(delivery.item, delivery.item.attempt, item_error=None,
                                    role=role)
                 self._ack(delivery.handle)
