@@ -75,3 +75,15 @@ def test_a_bare_settle_after_a_retry_dead_round_is_the_tasks_latest_record():
         [latest] = latest_per_task(pair)
         # Then the task is done, with the runs of both
         assert (latest.outcome, latest.attempts) == ("done", 1)
+
+
+def test_a_record_met_twice_counts_its_runs_once():
+    # Given a task's records as a report merge leaves them when its reader dies after
+    # publishing the merged chunk and before settling what it read: the done record twice,
+    # around the record of an earlier retry-dead round
+    first = TaskRecord("00000001", "dead", 3, finished=100.0)
+    done = TaskRecord("00000001", "done", 2, finished=200.0)
+    # When they are merged
+    [latest] = latest_per_task([done, first, done])
+    # Then the task is done, with the runs of the two rounds only
+    assert (latest.outcome, latest.attempts) == ("done", 5)

@@ -33,10 +33,10 @@ def locked_channel(channel: BlockingChannel, lock: str) -> BlockingChannel:
 
 @contextlib.contextmanager
 def turn(channel: BlockingChannel, lock: str) -> Iterator[BlockingChannel]:
-    """A transactional channel of its own that holds ``lock`` for the block."""
+    """A channel of its own, in confirm mode, that holds ``lock`` for the block."""
     side = locked_channel(channel, lock)
     try:
-        side.tx_select()
+        side.confirm_delivery()
         yield side
         side.queue_delete(lock)
     finally:
@@ -44,11 +44,14 @@ def turn(channel: BlockingChannel, lock: str) -> Iterator[BlockingChannel]:
 
 
 def swap_read(side: BlockingChannel, queue: str, last: int, bodies: Sequence[str | bytes]) -> None:
-    """Settle every message read up to delivery tag ``last`` and publish ``bodies`` in their
-    place, in one transaction. What is kept is swapped for a copy rather than handed back on
-    close: the broker requeues a closed channel's messages a moment later, and the next
-    reader would miss them meanwhile."""
+    """Publish ``bodies`` in place of every message read up to delivery tag ``last``, then, once
+    the broker has confirmed them, settle those. What is kept is swapped for a copy rather than
+    handed back on close: the broker requeues a closed channel's messages a moment later, and
+    the next reader would miss them meanwhile. A reader that dies between the two leaves both:
+    receipts still count each task once, and a pardon kept twice can excuse one more return of
+    its task (one run uncharged, at worst). A transaction would not do: on a
+    cluster, RabbitMQ commits one whose publish into a quorum queue that has just lost its
+    leader it dropped, and the messages read would be gone."""
     for body in bodies:
         side.basic_publish("", queue, body, persistent())
     side.basic_ack(last, multiple=True)
-    side.tx_commit()

@@ -56,14 +56,12 @@ def read_report(channel: BlockingChannel, queue: str) -> list[TaskRecord]:
     last = 0
 
     def merge() -> None:
-        """Swap the messages read since the last merge for one, in one transaction."""
-        publish_records(side, queue, chunk)
-        side.basic_ack(last, multiple=True)
-        side.tx_commit()
+        """Swap the messages read since the last merge for one (locks.swap_read)."""
+        swap_read(side, queue, last, [json.dumps(chunk, ensure_ascii=False)])
         chunk.clear()
 
     try:
-        side.tx_select()
+        side.confirm_delivery()
         waiting = side.queue_declare(queue, passive=True)
         for _ in range(waiting.method.message_count):
             method, _props, body = side.basic_get(queue)
@@ -99,9 +97,14 @@ def sample(channel: BlockingChannel, queue: str, size: int) -> list[TaskRecord]:
 
 def latest_per_task(records: list[TaskRecord]) -> Iterator[TaskRecord]:
     """One record per task: a task settled more than once (in several retry-dead rounds) is
-    reported by its latest record, with the runs of all of them."""
+    reported by its latest record, with the runs of all of them. A record met twice (a merge
+    whose reader died after publishing the chunk, before settling what it read) counts once."""
     latest: dict[str, TaskRecord] = {}
+    seen: set[TaskRecord] = set()
     for record in records:
+        if record in seen:
+            continue
+        seen.add(record)
         before = latest.get(record.id)
         if before is not None:
             newer, older = ((record, before) if (record.finished or 0) >= (before.finished or 0)
