@@ -25,7 +25,7 @@ from conftest import VERSIONS, WORKQUEUE, unique_queue, versions_of, write_tasks
 from render import render_chart
 from servers import RabbitCluster
 from workqueue.brokers.rabbitmq import RabbitMQBroker
-from workqueue.defaults import BATCH_SIZE
+from workqueue.defaults import BATCH_SIZE, SEED_BATCH_SIZE
 from workqueue.errors import EXIT_OK
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,11 @@ def run_losing_a_node(cluster: RabbitCluster, tmp_path, victim: str,
         runs = Counter(witness.read_text().split())
         assert set(runs) == set(tasks), f"{len(set(tasks) - set(runs))} tasks never ran"
         repeated = sum(count - 1 for count in runs.values())
-        assert repeated <= IN_FLIGHT, f"{repeated} re-runs, above the {IN_FLIGHT} in flight"
+        # The seeder's batch under way counts as in flight too: a transaction cut short by the
+        # leader's loss can leave part of it queued, and the seeder writes it again (seen on
+        # 3.10: task-3000..3277 ran twice, the start of the 1,000-task batch after the cursor)
+        in_flight = IN_FLIGHT + (SEED_BATCH_SIZE if while_seeding else 0)
+        assert repeated <= in_flight, f"{repeated} re-runs, above the {in_flight} in flight"
         counts = broker.status()
         assert (counts.done, counts.dead, counts.drained) == (TASKS, 0, True), counts
         assert "Traceback" not in workers.text()
