@@ -15,28 +15,14 @@ import time
 
 import pika
 import pytest
+from held_deliveries import hold_unsettled
 
 from conftest import write_tasks
 from workqueue import seed
-from workqueue.brokers.rabbitmq import RabbitMQBroker
 from workqueue.errors import ConnectionLost
 
 TASKS = 20
 MAX_ATTEMPTS = 2
-
-
-def hold_and_drop(broker: RabbitMQBroker) -> None:
-    """A worker that dies with every task in its window, none started: a subscription takes
-    them all, and its connection closes without settling any."""
-    connection = pika.BlockingConnection(broker.params)
-    channel = connection.channel()
-    channel.basic_qos(prefetch_count=TASKS)
-    held: list[int] = []
-    channel.basic_consume(broker.names["tasks"],
-                          lambda _ch, method, _props, _body: held.append(method.delivery_tag))
-    while len(held) < TASKS:
-        connection.process_data_events(time_limit=1)
-    connection.close()
 
 
 def test_a_window_returned_unstarted_is_charged_nothing_when_the_next_worker_stops(
@@ -46,7 +32,7 @@ def test_a_window_returned_unstarted_is_charged_nothing_when_the_next_worker_sto
     write_tasks(tmp_path / "t.txt", TASKS)
     seed(rabbitmq_broker, str(tmp_path / "t.txt"))
     for _ in range(MAX_ATTEMPTS):
-        hold_and_drop(rabbitmq_broker)
+        hold_unsettled(rabbitmq_broker, TASKS).close()
     # When a worker subscribes, settles what it took, and stops with the rest still in its
     # window
     consumer = rabbitmq_broker.consumer("stopper", 5, 60, MAX_ATTEMPTS)
@@ -124,7 +110,7 @@ def test_a_connection_lost_while_a_fetch_moves_a_returned_task_is_ridden_out(
     # alone, each in a transaction of its own (seen in CI: pod churn, RabbitMQ 3.10, exit 1)
     write_tasks(tmp_path / "t.txt", TASKS)
     seed(rabbitmq_broker, str(tmp_path / "t.txt"))
-    hold_and_drop(rabbitmq_broker)
+    hold_unsettled(rabbitmq_broker, TASKS).close()
     consumer = rabbitmq_broker.consumer("mover", 5, 60, MAX_ATTEMPTS)
     # When the broker drops every connection just as the first of those moves begins
     move = consumer._move

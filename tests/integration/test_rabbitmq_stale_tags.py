@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 
-import pika
 import pytest
+from held_deliveries import hold_unsettled
 
 from cli_workers import BOUND_SECONDS, Workers
 from conftest import unique_queue, write_tasks
@@ -27,19 +27,6 @@ pytestmark = pytest.mark.slow
 
 TASKS = 20
 BATCH = 10
-
-
-def hold(broker: RabbitMQBroker, count: int) -> pika.BlockingConnection:
-    """A connection holding the first ``count`` tasks of the queue, unsettled."""
-    connection = pika.BlockingConnection(broker.params)
-    channel = connection.channel()
-    channel.basic_qos(prefetch_count=count)
-    held: list[int] = []
-    channel.basic_consume(broker.names["tasks"],
-                          lambda _ch, method, _props, _body: held.append(method.delivery_tag))
-    while len(held) < count:
-        connection.process_data_events(time_limit=1)
-    return connection
 
 
 def test_a_batch_settled_across_a_lost_connection_settles_nothing_else(rabbitmq_server,
@@ -55,7 +42,7 @@ def test_a_batch_settled_across_a_lost_connection_settles_nothing_else(rabbitmq_
     while len(first) < BATCH:
         first.extend(consumer.fetch(BATCH - len(first)).deliveries)
     rabbitmq_server.close_connections()
-    holder = hold(broker, BATCH)
+    holder = hold_unsettled(broker, BATCH)
     # When a task of it fails (its retry is recorded on a new connection), and the others then
     # settle there, as that connection is handed the other tasks ...
     consumer.fail(first[0], "exit code 1", 3)
