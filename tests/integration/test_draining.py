@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import pytest
 
 from conftest import kind_of, write_tasks
 from jobs import ForkedJob, WorkerSpec, results
-from workqueue import WorkerConfig, seed
+from workqueue import WorkerConfig, run_worker, seed
+from workqueue.errors import EXIT_DEAD, TaskFailed
+from workqueue.message import Item
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +48,47 @@ def test_four_workers_drain_the_queue(broker, server_for, tmp_path, mode):
     assert set(job.exit_codes) == {0}
     status = broker.status()
     assert status.drained and status.done == len(tasks) and status.dead == 0
+
+
+def test_coarse_workers_leave_the_verdict_to_the_one_that_drains_the_queue(broker, caplog,
+                                                                          tmp_path):
+    # Given three tasks, the first of which fails for good on its one attempt
+    write_tasks(tmp_path / "tasks.txt", 3)
+    seed(broker, str(tmp_path / "tasks.txt"))
+    config = WorkerConfig(poll_seconds=0.05, mode="coarse", batch_size=1, max_attempts=1)
+
+    def handle(item: Item) -> None:
+        if item.payload == "task-0":
+            raise TaskFailed("fails for good")
+
+    # When coarse workers run one after another, a task each
+    codes = []
+    for _ in range(3):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="workqueue.runner"):
+            codes.append(run_worker(handle, broker, config))
+        assert "settled its one item" in caplog.text
+        if len(codes) < 3:
+            # Then each while tasks still wait exits 0 saying so, with no count of what is done
+            assert f"Queue: {3 - len(codes)} waiting" in caplog.text, caplog.text
+    # And the one that settled the last gives the run's verdict: a task is dead (exit 3)
+    assert "Queue: 2 done, 1 dead of 3" in caplog.text, caplog.text
+    assert codes == [0, 0, EXIT_DEAD]
+
+
+def test_waiting_counts_queued_and_delayed_tasks_not_leased_ones(broker, tmp_path):
+    # Given four seeded tasks, one of them leased
+    write_tasks(tmp_path / "tasks.txt", 4)
+    seed(broker, str(tmp_path / "tasks.txt"))
+    consumer = broker.consumer("counter", 1, 60, 3)
+    (leased,) = consumer.fetch(1).deliveries
+    # Then three wait, as status counts them
+    assert broker.waiting() == broker.status().pending == 3
+    # And a task waiting out its retry delay waits too
+    consumer.fail(leased, "failed once", 3, retry_delay=60)
+    status = broker.status()
+    assert broker.waiting() == status.pending == 4 and status.delayed == 1
+    consumer.close()
 
 
 def test_killing_workers_loses_no_task(broker, server_for, tmp_path):

@@ -188,6 +188,11 @@ class Broker(ABC):
         """Queue-wide counts."""
 
     @abstractmethod
+    def waiting(self) -> int:
+        """Items queued or waiting out a retry delay (``status().pending``), without the
+        counts that cost more: while any wait, the queue is not drained."""
+
+    @abstractmethod
     def dead_items(self, limit: int) -> list[DeadItem]:
         """Up to ``limit`` dead-lettered items, oldest first."""
 

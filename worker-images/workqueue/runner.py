@@ -337,6 +337,13 @@ class Runner:
         return EXIT_OK
 
     def _finish(self, why: str) -> int:
+        if self.config.mode == "coarse" and (waiting := self.broker.waiting()):
+            # Tasks still wait, so this pod has no verdict to give; and a coarse run has a pod
+            # per task, each of which would pay for RabbitMQ's done count (a turn and a write)
+            # more than for its own settle.
+            log.info("worker %s: %s. This worker: %s. Queue: %d waiting", self.worker_id, why,
+                     self._summary(), waiting)
+            return EXIT_OK
         status = self.broker.status()
         log.info("worker %s: %s. This worker: %s. Queue: %d done, %d dead of %s", self.worker_id,
                  why, self._summary(), status.done, status.dead, status.total)

@@ -232,6 +232,13 @@ class RedisBroker(Broker):
             seeded_at=float(state["seeded_at"]) if "seeded_at" in state else None,
         )
 
+    def waiting(self) -> int:
+        def read() -> list[int]:
+            with self.client.pipeline(transaction=True) as pipe:
+                return pipe.llen(self._key["pending"]).zcard(self._key["delayed"]).execute()
+
+        return sum(self.call(read))
+
     def dead_items(self, limit: int) -> list[DeadItem]:
         def read() -> list[DeadItem]:
             found = []

@@ -221,11 +221,17 @@ class RabbitMQBroker(Broker):
             channel, self.names["pardons"], f"wq.{self.queue}.pardon-lock", item_id, token,
             most))
 
+    def _waiting_by_role(self) -> dict[str, int]:
+        return {role: self.count(role) for role in WAITING_ROLES}
+
+    def waiting(self) -> int:
+        return sum(self._waiting_by_role().values())
+
     def status(self) -> Status:
         marker = self.peek("seeded")
         cursor = marker or self.peek("seed")
-        delayed = self.count("delayed")
-        pending = sum(self.count(role) for role in WAITING_ROLES if role != "delayed") + delayed
+        waiting = self._waiting_by_role()
+        delayed, pending = waiting["delayed"], sum(waiting.values())
         done, dead = self.done_count(), self.count("dead")
         total = marker["total"] if marker else None
         leased = max(total - pending - done - dead, 0) if total is not None else 0
