@@ -49,6 +49,10 @@ class Status:
     """False when the broker holds no state at all for this queue: never seeded, or lost."""
     seeded_at: float | None = None
     """When seeding completed (Unix seconds): the start of the run's clock, for throughput."""
+    copies: int = 0
+    """Messages still queued once every task is done, so not pending: on a RabbitMQ cluster,
+    what a lost node's consumers held comes back when that node returns, after the workers ran
+    those tasks from the copies they published again."""
 
     @property
     def drained(self) -> bool:

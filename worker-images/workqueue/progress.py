@@ -25,9 +25,11 @@ def status_line(status: Status) -> str:
     filled = BAR_WIDTH * settled // total if total else BAR_WIDTH
     bar = "#" * filled + "." * (BAR_WIDTH - filled)
     percent = 100 * settled // total if total else 100
+    copies = (f", {plural(status.copies, 'copy', 'copies')} of done tasks still queued (a lost "
+              "broker node handed them back)") if status.copies else ""
     return (f"[{bar}] {percent:3d}% {settled}/{total} settled: done {status.done}, "
             f"dead {status.dead}, pending {status.pending}{delayed}, leased {status.leased}, "
-            f"retries {status.retried}")
+            f"retries {status.retried}{copies}")
 
 
 def verdict(status: Status, hint: bool = True) -> str:

@@ -234,12 +234,17 @@ class RabbitMQBroker(Broker):
         delayed, pending = waiting["delayed"], sum(waiting.values())
         done, dead = self.done_count(), self.count("dead")
         total = marker["total"] if marker else None
+        # The receipts name each task done once: with all of them done, whatever still waits
+        # is a copy of a task already done, not work left.
+        copies = pending if total is not None and done == total else 0
+        pending, delayed = pending - copies, delayed if not copies else 0
         leased = max(total - pending - done - dead, 0) if total is not None else 0
         return Status(seeded=marker is not None, total=total, pending=pending, leased=leased,
                       done=done, dead=dead, retried=self.count("retries"), delayed=delayed,
                       run=cursor.get("run") if cursor else None,
                       seeded_at=marker.get("at") if marker else None,
-                      exists=cursor is not None or pending + done + dead > 0)
+                      exists=cursor is not None or pending + copies + done + dead > 0,
+                      copies=copies)
 
     def dead_items(self, limit: int) -> list[DeadItem]:
         def action(channel: BlockingChannel) -> list[DeadItem]:
