@@ -39,24 +39,6 @@ def _no_stop_carried_over() -> Iterator[None]:
     stopping.clear()
 
 
-COMPUTE_ONLY = ("chart", "unit", "release")
-"""Suites that only compute (helm, YAML, the generator): they saturate the cores and time
-nothing, so they run last, after the tests that wait on brokers and processes."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first, and the compute-only suites last. With several test processes, a long
-    test that starts last keeps one process busy while the others have nothing left: a
-    fresh-clone run ended with minutes of one process alone and both cores idle. And tests
-    with time bounds ran slower beside four processes of helm. The sort is stable: the rest
-    keep their order."""
-    def rank(item: pytest.Item) -> tuple[bool, bool]:
-        suite = item.path.parent.name
-        return item.get_closest_marker("slow") is None, suite in COMPUTE_ONLY
-
-    items.sort(key=rank)
-
-
 def versions_of(kind: str) -> list[str]:
     return [version for version in VERSIONS if version.startswith(kind + "-")]
 
