@@ -237,7 +237,8 @@ class RabbitMQBroker(Broker):
         # The receipts name each task done once: with all of them done, whatever still waits
         # is a copy of a task already done, not work left.
         copies = pending if total is not None and done == total else 0
-        pending, delayed = pending - copies, delayed if not copies else 0
+        if copies:
+            pending = delayed = 0
         leased = max(total - pending - done - dead, 0) if total is not None else 0
         return Status(seeded=marker is not None, total=total, pending=pending, leased=leased,
                       done=done, dead=dead, retried=self.count("retries"), delayed=delayed,
