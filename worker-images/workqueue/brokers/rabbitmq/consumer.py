@@ -37,7 +37,6 @@ from .messages import (
     ERROR_HEADER,
     SUSPECT_HEADER,
     TOKEN_HEADER,
-    WAITING_ROLES,
     attempt,
     fresh_token,
     persistent,
@@ -412,8 +411,7 @@ class RabbitConsumer(Consumer):
         # keeps the receipt and loses the acks, so those items run again, and the count alone
         # could reach the total early (a second dead letter for one item counts twice); nothing
         # may be waiting either.
-        return Fetch(drained=resolved >= self.total and all(
-            self.broker.count(role) == 0 for role in WAITING_ROLES))
+        return Fetch(drained=resolved >= self.total and self.broker.waiting() == 0)
 
     def _resize(self, count: int) -> None:
         """Subscribe with a window of ``count`` items, or move to it once that is safe. With
