@@ -78,6 +78,13 @@ def run_losing_a_node(cluster: RabbitCluster, tmp_path, victim: str,
     env = cluster_env(cluster, queue)
     witness = tmp_path / "witness.txt"
     tasks = write_tasks(tmp_path / "t.txt", TASKS)
+    # Declared before the run (the broker declares its queues), so the victim is known before
+    # the run starts: asking rabbitmqctl takes seconds, in which four workers once finished all
+    # 5,000 tasks after the tenth was done, and the kill came after the run
+    broker = RabbitMQBroker(cluster.urls, queue, cluster.password, connect_timeout=30)
+    leader = cluster.leader_of(broker.names["tasks"])
+    node = leader if victim == "leader" else next(
+        node for node in cluster.nodes if node is not leader)
     seeder = subprocess.Popen([*WORKQUEUE, "seed", "--tasks", str(tmp_path / "t.txt")],
                               env={**os.environ, **env}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -85,15 +92,11 @@ def run_losing_a_node(cluster: RabbitCluster, tmp_path, victim: str,
         assert seeder.wait(120) == EXIT_OK, seeder.stdout.read()
     workers = Workers(env, tmp_path / "logs", WORKERS, "sh", "-c",
                       f'echo "$WORKQUEUE_PAYLOAD" >> {witness}')
-    broker = RabbitMQBroker(cluster.urls, queue, cluster.password, connect_timeout=30)
     try:
         if while_seeding:
             wait_until(lambda: broker.count("tasks") > 0, what="the seeder's first tasks")
         else:
             wait_until(lambda: broker.done_count() >= TASKS // 10, what="a tenth of the run")
-        leader = cluster.leader_of(broker.names["tasks"])
-        node = leader if victim == "leader" else next(
-            node for node in cluster.nodes if node is not leader)
         killed_at = broker.done_count()
         node.stop(hard=True)
         if while_seeding:
