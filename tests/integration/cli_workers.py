@@ -27,8 +27,13 @@ class Workers:
         ]
 
     def wait(self, timeout: float = BOUND_SECONDS) -> list[int]:
+        """Each worker's exit code; a worker still running after ``timeout`` is a hang, which
+        fails the test with what the workers logged."""
         try:
             return [proc.wait(timeout) for proc in self.procs]
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"a worker still ran after {timeout:.0f} s (a hang); the "
+                                 f"workers' logs:\n{self.text()[-4000:]}") from None
         finally:
             for proc in self.procs:
                 proc.kill()

@@ -17,6 +17,7 @@ from ...errors import BrokerFull, ConfigError, WorkqueueError
 from ...message import encode, item_id
 from ...report import TaskRecord
 from . import pardons, records
+from .channels import side_channel
 from .connection import Link, describe, node_parameters
 from .messages import (
     WAITING_ROLES,
@@ -250,16 +251,13 @@ class RabbitMQBroker(Broker):
     def dead_items(self, limit: int) -> list[DeadItem]:
         def action(channel: BlockingChannel) -> list[DeadItem]:
             # A channel of its own: closing it hands every message it took back to the queue.
-            side = channel.connection.channel()
             found = []
-            try:
+            with side_channel(channel) as side:
                 while len(found) < limit:
                     method, props, body = side.basic_get(self.names["dead"])
                     if method is None:
                         break
                     found.append(dead_item(props, body))
-            finally:
-                side.close()
             return found
 
         return self.link.call(action)

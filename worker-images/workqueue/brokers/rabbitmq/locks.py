@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 import pika.exceptions as amqp
 from pika.adapters.blocking_connection import BlockingChannel
 
+from .channels import closing
 from .messages import persistent
 
 LOCK_WAIT_SECONDS = 30.0
@@ -34,13 +35,10 @@ def locked_channel(channel: BlockingChannel, lock: str) -> BlockingChannel:
 @contextlib.contextmanager
 def turn(channel: BlockingChannel, lock: str) -> Iterator[BlockingChannel]:
     """A channel of its own, in confirm mode, that holds ``lock`` for the block."""
-    side = locked_channel(channel, lock)
-    try:
+    with closing(locked_channel(channel, lock)) as side:
         side.confirm_delivery()
         yield side
         side.queue_delete(lock)
-    finally:
-        side.close()
 
 
 def swap_read(side: BlockingChannel, queue: str, last: int, bodies: Sequence[str | bytes]) -> None:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pika.adapters.blocking_connection import BlockingChannel
 
 from ...report import TaskRecord
+from .channels import side_channel
 from .locks import swap_read, turn
 from .messages import covered, merge_ranges, persistent, receipt_of, receipt_parts
 
@@ -50,7 +51,6 @@ def done_count(channel: BlockingChannel, queue: str, lock: str) -> int:
 
 def read_report(channel: BlockingChannel, queue: str) -> list[TaskRecord]:
     """Every record, read once, merging the messages read into chunks of REPORT_CHUNK."""
-    side = channel.connection.channel()
     found: list[list[str]] = []
     chunk: list[list[str]] = []
     last = 0
@@ -60,7 +60,7 @@ def read_report(channel: BlockingChannel, queue: str) -> list[TaskRecord]:
         swap_read(side, queue, last, [json.dumps(chunk, ensure_ascii=False)])
         chunk.clear()
 
-    try:
+    with side_channel(channel) as side:
         side.confirm_delivery()
         waiting = side.queue_declare(queue, passive=True)
         for _ in range(waiting.method.message_count):
@@ -75,23 +75,18 @@ def read_report(channel: BlockingChannel, queue: str) -> list[TaskRecord]:
                 merge()
         if chunk:
             merge()
-    finally:
-        side.close()
     return [TaskRecord.decode(task_id, text) for task_id, text in found]
 
 
 def sample(channel: BlockingChannel, queue: str, size: int) -> list[TaskRecord]:
     """Up to ``size`` records from the front of the report, left in place."""
-    side = channel.connection.channel()
     found: list[TaskRecord] = []
-    try:
+    with side_channel(channel) as side:
         while len(found) < size:
             method, _props, body = side.basic_get(queue)
             if method is None:
                 break
             found.extend(TaskRecord.decode(task_id, text) for task_id, text in json.loads(body))
-    finally:
-        side.close()
     return found[:size]
 
 
