@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker
 
+from .channels import side_channel
 from .connection import NOT_FOUND
 from .messages import SAFETY_DELIVERY_LIMIT
 
@@ -63,12 +64,11 @@ def declarations(names: dict[str, str], replicas: int) -> Iterator[tuple[str, di
 def exists(channel: BlockingChannel, name: str) -> bool:
     """Whether queue ``name`` exists, asked on a channel of its own (a 404 closes the channel
     it is answered on)."""
-    probe = channel.connection.channel()
     try:
-        probe.queue_declare(name, passive=True)
+        with side_channel(channel) as probe:
+            probe.queue_declare(name, passive=True)
     except ChannelClosedByBroker as exc:
         if exc.reply_code == NOT_FOUND:
             return False
         raise
-    probe.close()
     return True
