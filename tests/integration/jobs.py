@@ -1,24 +1,21 @@
 """Worker processes for the integration tests: forked children running the real Runner, started
-and restarted the way a Job controller does, and killable with SIGKILL. They are forked by a
-small process of their own (zygote.py), not by the test process, whose size a fork would copy."""
+and restarted the way a Job controller does, and killable with SIGKILL."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from workqueue import WorkerConfig, connect, run_worker
 from workqueue.errors import EXIT_DEAD, TaskFailed
 from workqueue.message import Item
 
-ZYGOTE = Path(__file__).with_name("zygote.py")
+FORK = multiprocessing.get_context("fork")
 
 
 @dataclass(frozen=True)
@@ -34,8 +31,7 @@ class WorkerSpec:
     poison: frozenset[str] = frozenset()
 
 
-def run_spec(spec: WorkerSpec) -> None:
-    """A worker's whole life, in a forked child: ends the process with the worker's exit code."""
+def _worker(spec: WorkerSpec) -> None:
     broker = connect(spec.url, spec.queue, spec.password, connect_timeout=120)
     out = (spec.out_dir / f"{os.getpid()}.txt").open("a", buffering=1)
 
@@ -52,49 +48,13 @@ def run_spec(spec: WorkerSpec) -> None:
 
 
 @dataclass
-class Child:
-    """A forked worker: its pid, and its exit code once it ended (-9: SIGKILL)."""
-
-    pid: int
-    exitcode: int | None = None
-
-
-class Zygote:
-    """zygote.py, running: forks workers on request and tells which ended. Closing it (or
-    losing this process) kills every worker it still runs."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, str(ZYGOTE)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE)
-        self.requests = Connection(os.dup(self.process.stdin.fileno()))
-        self.answers = Connection(os.dup(self.process.stdout.fileno()))
-        self.process.stdin.close()
-        self.process.stdout.close()
-
-    def start(self, spec: WorkerSpec) -> Child:
-        self.requests.send(("start", spec))
-        _started, pid = self.answers.recv()
-        return Child(pid)
-
-    def ended(self) -> list[tuple[int, int]]:
-        """(pid, exit code) of each worker that ended since the last call."""
-        self.requests.send(("poll",))
-        return self.answers.recv()[1]
-
-    def close(self) -> None:
-        self.requests.close()
-        self.answers.close()
-        self.process.wait(timeout=30)
-
-
-@dataclass
 class ForkedJob:
     """Keeps ``parallelism`` workers running; counts successes like a Job's status."""
 
     spec: WorkerSpec
     parallelism: int
     completions: int | None = None
-    running: list[Child] = field(default_factory=list)
+    running: list = field(default_factory=list)
     succeeded: int = 0
     exit_codes: list[int] = field(default_factory=list)
     kills: int = 0
@@ -108,16 +68,11 @@ class ForkedJob:
             return self.succeeded == 0
         return self.succeeded + len(self.running) < self.completions
 
-    zygote: Zygote | None = None
-
     def step(self) -> bool:
         """Reap finished workers and start new ones; False once the job is complete."""
-        if self.zygote is None:
-            self.zygote = Zygote()
-        codes = dict(self.zygote.ended())
         for proc in list(self.running):
-            if proc.pid in codes:
-                proc.exitcode = codes[proc.pid]
+            if proc.exitcode is not None:
+                proc.join()
                 self.running.remove(proc)
                 self.exit_codes.append(proc.exitcode)
                 if proc.exitcode == 0:
@@ -125,12 +80,10 @@ class ForkedJob:
                 elif proc.exitcode == EXIT_DEAD:
                     self.failed_job = True
         while len(self.running) < self.parallelism and self._want_more():
-            self.running.append(self.zygote.start(self.spec))
-        if not self.running and not self._want_more():
-            self.zygote.close()
-            self.zygote = None
-            return False
-        return True
+            proc = FORK.Process(target=_worker, args=(self.spec,))
+            proc.start()
+            self.running.append(proc)
+        return bool(self.running) or self._want_more()
 
     def kill_one(self) -> None:
         """SIGKILL a random running worker, as a node loss or OOM kill would."""
@@ -144,7 +97,8 @@ class ForkedJob:
         next_kill = time.monotonic() + (kill_every or 0)
         while self.step():
             if time.monotonic() > deadline:
-                self.zygote.close()  # kills the workers still running
+                for proc in self.running:
+                    proc.kill()
                 raise AssertionError(f"job did not finish in {timeout}s")
             if kill_every and time.monotonic() >= next_kill:
                 self.kill_one()
