@@ -1,6 +1,7 @@
 """One worker's own metrics, for a PodMonitor: what this process did, which the queue's metrics
 (exporter.py) cannot tell apart by worker. Served only when a port is given
-(`--metrics-port`, env WORKQUEUE_METRICS_PORT); counting costs a lock and an add per event.
+(`--metrics-port`, env WORKQUEUE_METRICS_PORT); counted then, at a lock and an add per event,
+and not at all otherwise (Uncounted).
 
   workqueue_worker_tasks_total{outcome}        settles: done, retry, dead, lost (lease expired)
   workqueue_worker_task_duration_seconds       run time of each task this worker ran
