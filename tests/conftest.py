@@ -5,19 +5,19 @@ ids such as [redis-8.0] or [rabbitmq-4.0]. A missing server fails the test with 
 from __future__ import annotations
 
 import secrets
-import sys
 import warnings
 from collections.abc import Iterator
 from typing import TypeVar
 
 import pytest
 
+from pod_processes import CLI_PREFIX
 from servers import TRIXIE_ROOT, RabbitNode, RootRedis
 from workqueue import stopping
 from workqueue.brokers.rabbitmq import RabbitMQBroker
 from workqueue.brokers.redis import RedisBroker
 
-WORKQUEUE = [sys.executable, "-m", "workqueue"]
+WORKQUEUE = CLI_PREFIX
 """The CLI, as the chart's pods run it."""
 B = TypeVar("B", RedisBroker, RabbitMQBroker)
 

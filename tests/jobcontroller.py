@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pod_processes import ForkedPod, start_pod
+
 DEFAULT_BACKOFF_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 600.0
 """pkg/controller/job/job_controller.go: DefaultJobPodFailureBackOff, MaxJobPodFailureBackOff."""
@@ -40,7 +42,7 @@ MAX_PODS = 500
 
 @dataclass
 class Pod:
-    process: subprocess.Popen[bytes]
+    process: ForkedPod | subprocess.Popen[bytes]
     index: int | None
     log: Path
     started: float = field(default_factory=time.monotonic)
@@ -201,10 +203,7 @@ class LocalJob:
         if index is not None:
             env["JOB_COMPLETION_INDEX"] = str(index)
         log = self.logs / f"pod-{self.started:03d}-index-{index}.log"
-        with log.open("w") as out:
-            process = subprocess.Popen(self.argv, env=env, stdout=subprocess.DEVNULL,
-                                       stderr=out, start_new_session=True)
-        self.pods.append(Pod(process, index, log))
+        self.pods.append(Pod(start_pod(self.argv, env, log), index, log))
 
     def signal(self, signum: int, pick: random.Random | None = None,
                where: Callable[[Pod], bool] = lambda _pod: True) -> Pod | None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from conftest import WORKQUEUE
+from pod_processes import start_pod
 
 BOUND_SECONDS = 60
 """Longest any worker may take to notice a fault and exit: a run must never hang."""
@@ -20,11 +21,8 @@ class Workers:
     def __init__(self, env: dict[str, str], logs: Path, count: int, *command: str) -> None:
         logs.mkdir(exist_ok=True)
         self.logs = [logs / f"worker-{i}.log" for i in range(count)]
-        self.procs = [
-            subprocess.Popen([*WORKQUEUE, "work", "--", *command], env={**os.environ, **env},
-                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
-            for log in self.logs
-        ]
+        self.procs = [start_pod([*WORKQUEUE, "work", "--", *command], {**os.environ, **env}, log)
+                      for log in self.logs]
 
     def wait(self, timeout: float = BOUND_SECONDS) -> list[int]:
         """Each worker's exit code; a worker still running after ``timeout`` is a hang, which
