@@ -9,13 +9,15 @@ PYTEST := .venv/bin/pytest
 HELM3 := $(TOOLS)/helm3/helm
 CHART := charts/workqueue-job
 
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 CHECK_WORKERS ?= 4
 # Test processes, each with its own broker servers (tests/conftest.py); tests that start dockerd
-# or build the image take turns (tests/docker_engine.py docker_lock). On a quiet machine four
-# processes with the slow tests first took pytest from 19 to 11-13 minutes; on a slow day two
-# and four both took 21-23 minutes, and four failed three tests whose bounds held at two
-# (docs/testing.md), so CI runs two, in collection order.
+# or build the image take turns (tests/docker_engine.py docker_lock). Two kept both cores busy
+# while every worker pod was a new interpreter; with pods forked from a preloaded server
+# (tests/pod_processes.py) two left the cores 40-60% idle for a third of the run, waiting on
+# leases, restarts and timeouts, and three took pytest from 30.8 to 21 minutes (docs/testing.md).
+# Four failed tests whose bounds held at two, on a slow day. worksteal: a process that runs out
+# of tests takes some of another's, so the run does not end on one process's queue.
 
 .PHONY: help setup lint check test test-unit demo images e2e bench changes readme package publish clean
 
@@ -36,7 +38,7 @@ check: setup lint ## The inner loop while editing: lint, unit and chart tests bu
 	$(PYTEST) -q -n $(CHECK_WORKERS) --dist worksteal -m "not slow" tests/unit tests/chart tests/release
 
 test: setup lint ## Lint, then every test that runs here (not e2e), in parallel processes
-	$(PYTEST) -q -n $(PYTEST_WORKERS) --durations=40 --durations-min=10 tests --ignore=tests/e2e
+	$(PYTEST) -q -n $(PYTEST_WORKERS) --dist worksteal --durations=40 --durations-min=10 tests --ignore=tests/e2e
 
 test-unit: setup ## Only the fast tests (no broker servers)
 	$(PYTEST) -q tests/unit
