@@ -85,6 +85,11 @@ def start_pod(argv: list[str], env: dict[str, str], log: Path) -> ForkedPod | su
     each in a session of its own (as a container's processes are), stderr to ``log``."""
     if argv[:len(CLI_PREFIX)] == CLI_PREFIX:
         return ForkedPod(argv[len(CLI_PREFIX):], env, log)
+    return start_program(argv, env, log)
+
+
+def start_program(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``argv`` as a program of its own, in a session of its own, stderr to ``log``."""
     with log.open("w") as out:
         return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=out,
                                 start_new_session=True)

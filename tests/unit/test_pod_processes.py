@@ -12,18 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pod_processes import CLI_PREFIX, ForkedPod, start_pod
-
-
-def program(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """The CLI as a new interpreter, the way a container runs it."""
-    with log.open("w") as out:
-        return subprocess.Popen([*CLI_PREFIX, *argv], env=env, stdout=subprocess.DEVNULL,
-                                stderr=out, start_new_session=True)
-
+from pod_processes import CLI_PREFIX, ForkedPod, start_pod, start_program
 
 STARTS = {"forked": lambda argv, env, log: start_pod([*CLI_PREFIX, *argv], env, log),
-          "program": program}
+          "program": lambda argv, env, log: start_program([*CLI_PREFIX, *argv], env, log)}
+"""The CLI forked, and as a new interpreter, the way a container runs it."""
 
 
 def closed_port() -> int:
